@@ -1,0 +1,24 @@
+"""One exception family, so callers (and the CLI) can tell user errors from bugs.
+
+Every message names the problem and the fix; the CLI prints it on one line without a traceback.
+"""
+
+
+class FluxMemError(ValueError):
+    """Base class of every error fluxmem raises on purpose."""
+
+
+class ConfigError(FluxMemError):
+    """A memory, sampling or command-line parameter makes no sense."""
+
+
+class VideoError(FluxMemError):
+    """A video is missing, unreadable, empty, or not a video."""
+
+
+class UnsupportedModelError(FluxMemError):
+    """The model family has no fluxmem adapter."""
+
+
+class InputError(FluxMemError):
+    """Model inputs that cannot be processed (shapes, missing grids, bad questions)."""

@@ -1,0 +1,18 @@
+"""The FluxMem algorithm on plain tensors: no models, tokens or files (``algorithm.md``)."""
+
+from .config import FluxMemConfig
+from .hierarchy import LONG, MID, SHORT, CompressResult, FluxMemory, FrameRecord, StepUpdate, compress
+from .otsu import otsu_threshold
+
+__all__ = [
+    "FluxMemConfig",
+    "FluxMemory",
+    "CompressResult",
+    "FrameRecord",
+    "StepUpdate",
+    "compress",
+    "otsu_threshold",
+    "SHORT",
+    "MID",
+    "LONG",
+]
