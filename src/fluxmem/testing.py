@@ -180,9 +180,11 @@ def moving_square_frames(
     background: int = 96,
     seed: int = 0,
 ) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8: a fixed textured background and one white square that moves
-    ``step`` pixels to the right per frame (wrapping around), aligned with the 28-pixel cells of
-    Qwen's merged-token grid when ``square`` and ``step`` are multiples of 28."""
+    """``[T, H, W, 3]`` uint8: a fixed textured background and one red square that moves
+    ``step`` pixels to the right per frame, cycling through the positions ``0, step, 2*step, ...``
+    that fit; aligned with the 28-pixel cells of Qwen's merged-token grid when ``square`` and
+    ``step`` are multiples of 28. A square that moves farther than one cell per temporal grid step
+    (``step=56``) is new in every 3x3 neighbourhood, so FluxMem must keep it."""
     rng = np.random.default_rng(seed)
     base = np.full((height, width, 3), background, dtype=np.int16)
     base += rng.integers(-40, 40, size=(height, width, 3), dtype=np.int16)
@@ -190,8 +192,9 @@ def moving_square_frames(
     frames = np.repeat(base[None], num_frames, axis=0)
     top = (height - square) // 2
     top -= top % 28
+    lefts = list(range(0, width - square + 1, step)) or [0]
     for t in range(num_frames):
-        left = (t * step) % max(1, width - square + 1)
+        left = lefts[t % len(lefts)]
         frames[t, top : top + square, left : left + square] = (255, 40, 40)
     return frames
 

@@ -45,6 +45,9 @@ class ModelAdapter:
 
     family: str = ""
     model_types: tuple[str, ...] = ()
+    steps_are_independent: bool = True
+    """Whether the vision tower encodes each temporal grid step on its own, so that a video may be
+    encoded step by step with the same result (checked per family; see streaming.md)."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -140,6 +143,28 @@ class ModelAdapter:
         from transformers import DynamicCache
 
         return DynamicCache(config=self.config.get_text_config())
+
+    # ---- cache reuse (streaming sessions)
+    @property
+    def has_recurrent_state(self) -> bool:
+        """Whether the text model has linear-attention (recurrent) layers (Qwen3.5): their cache
+        state cannot be cropped back to a shorter prefix, so reuse must snapshot and restore."""
+        layer_types = getattr(self.config.get_text_config(), "layer_types", None) or ()
+        return "linear_attention" in layer_types
+
+    @staticmethod
+    def snapshot_cache(cache):
+        """An independent copy of ``cache``: keys/values and any recurrent/conv states."""
+        import copy
+
+        return copy.deepcopy(cache)
+
+    @staticmethod
+    def restore_cache(snapshot):
+        """A fresh working cache equal to ``snapshot``, which stays untouched for the next use."""
+        import copy
+
+        return copy.deepcopy(snapshot)
 
     def pruned_extras(self, prepared: PreparedInputs, pruned) -> dict:
         """Extra forward arguments derived from the pruning (e.g. pruned deepstack features)."""

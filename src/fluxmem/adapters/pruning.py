@@ -27,6 +27,7 @@ class VideoReport:
     kept: int
     tiers: dict[str, dict[str, int]]
     memory_ms: float
+    frames: list = field(default_factory=list, repr=False)  # FrameRecord per grid step
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +53,37 @@ class PrunedPrefill:
     original_length: int
     results: list[tuple[VideoSpan, CompressResult]] = field(default_factory=list)
     reports: list[VideoReport] = field(default_factory=list)
+
+
+def merge_like(result: CompressResult, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (``[T*H*W, D']``, one row per token of the video ``result`` describes) with every
+    long-term anchor replaced by the mean over its SDC cluster, as the memory did to the features.
+
+    For per-token tensors that must follow the tokens they belong to (Qwen3-VL's deepstack
+    features); means are taken in float32 and cast back, like the memory's. The input is never
+    modified.
+    """
+    t, h, w = result.grid_thw
+    cells = h * w
+    if values.shape[0] != t * cells:
+        raise ValueError(f"values must have {t * cells} rows for grid {result.grid_thw}, got {values.shape[0]}")
+    merged = values
+    for index, record in enumerate(result.frames):
+        clusters = record.merged_into
+        if clusters is None or not bool((clusters >= 0).any()):
+            continue
+        if merged is values:
+            merged = values.clone()
+        members = (clusters >= 0).nonzero().squeeze(1)
+        anchor_of = clusters.index_select(0, members)
+        rows = values[index * cells : (index + 1) * cells].float()
+        sums = torch.zeros(cells, values.shape[1], dtype=torch.float32, device=values.device)
+        sums.index_add_(0, anchor_of, rows.index_select(0, members))
+        sizes = torch.bincount(anchor_of, minlength=cells)
+        anchors = (sizes > 0).nonzero().squeeze(1)
+        means = sums.index_select(0, anchors) / sizes.index_select(0, anchors).unsqueeze(1).float()
+        merged[index * cells + anchors] = means.to(values.dtype)
+    return merged
 
 
 def padding_side(attention_mask: torch.Tensor) -> str:
@@ -98,6 +130,7 @@ def prune_prefill(
                 kept=result.kept_tokens,
                 tiers=result.tier_counts(),
                 memory_ms=(time.perf_counter() - start) * 1000,
+                frames=result.frames,
             )
         )
 

@@ -14,6 +14,10 @@ def register(adapter_class: type[ModelAdapter]) -> type[ModelAdapter]:
     return adapter_class
 
 
+def known_model_types() -> set[str]:
+    return set(_ADAPTERS)
+
+
 def supported_families() -> list[str]:
     return sorted({cls.family for cls in _ADAPTERS.values()})
 

@@ -192,10 +192,20 @@ def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids
     if original is None or original.shape[0] == input_ids.shape[0]:
         return rows
     factor = input_ids.shape[0] // original.shape[0]
+    grid_key = "image_grid_thw" if key == "image_grid_thw" else "video_grid_thw"
     token = adapter.image_token_id if key == "image_grid_thw" else adapter.video_token_id
-    is_token = original == token
-    starts = is_token & ~torch.nn.functional.pad(is_token[:, :-1], (1, 0), value=False)
-    per_sample = starts.sum(1).tolist()
+    grids = context.get(grid_key)
+    if grids is None:
+        grids = rows
+    # Rows per sample by token count, not by runs of tokens: a Qwen3-VL video is several blocks.
+    sizes = (grids.prod(-1) // adapter.spatial_merge_size**2).tolist()
+    per_sample, row = [], 0
+    for count in (original == token).sum(1).tolist():
+        start = row
+        while count > 0 and row < len(sizes):
+            count -= sizes[row]
+            row += 1
+        per_sample.append(row - start)
     blocks = list(torch.split(rows, per_sample))
     return torch.cat([block for block in blocks for _ in range(factor)])
 

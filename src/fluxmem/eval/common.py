@@ -314,6 +314,10 @@ def fit_to_duration(
       with ``policy="skip"`` skipped as ``past_end`` and ``None`` returned.
     * Proactive items: polls after the end are dropped; an item whose ground-truth time lies
       past the end follows ``policy`` as above; one left with no poll is skipped.
+
+    When it returns ``None``, write :func:`skip_record` (``reason`` = the skip's kind) to the
+    answers file: the skip then survives a resume and is counted once at scoring. (Pass the
+    loader's ``DataIssues`` to the scorer, not the one given here, or it counts twice.)
     """
     if policy not in ("clamp", "skip"):
         raise ConfigError(f"policy must be 'clamp' or 'skip', got {policy!r}")
@@ -635,7 +639,7 @@ class ScoreTable:
             ns_known = [n for n in ns if n is not None]
             if not ns_known:
                 n_txt = ""
-            elif len(set(ns_known)) == 1:
+            elif len(set(ns)) == 1:
                 n_txt = str(ns_known[0])
             else:
                 n_txt = " / ".join("–" if n is None else str(n) for n in ns)
@@ -649,6 +653,13 @@ class ScoreTable:
             out.append("")
             out.extend(f"- {n}" for n in self.notes)
         return "\n".join(out) + "\n"
+
+
+def merge_notes(official: Sequence[str], robust: Sequence[str]) -> list[str]:
+    """The official column's notes, then the robust column's that differ, marked as such."""
+    out = list(official)
+    out += [f"robust column: {n}" for n in robust if n not in official]
+    return out
 
 
 def table_from_scores(

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import InputError
 from .config import FluxMemConfig
-from .neighbourhood import EdgeLayout, adjacent_similarity, as_grid
+from .neighbourhood import EdgeLayout, adjacent_similarity, normalise
 from .otsu import otsu_threshold
 
 SHORT, MID, LONG = "short", "mid", "long"
@@ -75,7 +75,6 @@ class StepUpdate:
 class _Frame:
     record: FrameRecord
     features: torch.Tensor | None  # [H*W, D], caller's dtype, never written to
-    norms: torch.Tensor | None = None  # [H, W] float32
     d_prev: torch.Tensor | None = None  # [H*W] float32
     theta_prev: torch.Tensor | None = None
     has_theta_prev: torch.Tensor | None = None
@@ -142,7 +141,7 @@ class FluxMemory:
         self._frames: list[_Frame] = []
         self._short: deque[_Frame] = deque()
         self._mid: deque[_Frame] = deque()
-        self._last_grid: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_grid: torch.Tensor | None = None  # newest frame, normalised, for the next pair
         self._edges: EdgeLayout | None = None
         self._dim: int | None = None
         fixed = self.config.pair_sim_threshold
@@ -208,8 +207,8 @@ class FluxMemory:
             raise InputError(f"feature size changed mid-stream: {self._dim} then {features.shape[1]}.")
 
         index = self.num_frames
-        grid = as_grid(features, self.grid_hw)
-        frame = _Frame(record=FrameRecord(index=index), features=features, norms=grid[1])
+        grid = normalise(features.detach(), self.grid_hw)  # decisions carry no gradient
+        frame = _Frame(record=FrameRecord(index=index), features=features)
         if self._last_grid is not None:
             sim_prev, sim_next = adjacent_similarity(grid, self._last_grid)
             self._frames[-1].sim_next = sim_next.reshape(-1)
@@ -265,8 +264,8 @@ class FluxMemory:
         keep = record.keep
         merged_into = torch.full((self.cells,), -1, dtype=torch.long, device=keep.device)
         edges = self._edges
-        x = features.float()
-        distances = (1.0 - edges.cosines((x.reshape(*self.grid_hw, -1), frame.norms))).clamp(0.0, 2.0)
+        x = features.float()  # merged means keep their gradient (fine-tuning through the memory)
+        distances = (1.0 - edges.cosines(normalise(x.detach(), self.grid_hw))).clamp(0.0, 2.0)
         valid = keep[edges.u] & keep[edges.v]
         theta, has_theta = otsu_threshold(distances, valid, fallback_to_median=False)
         joined = valid & (distances <= theta) & has_theta
@@ -281,7 +280,7 @@ class FluxMemory:
             sums = torch.zeros(clusters, x.shape[1], dtype=torch.float32, device=x.device)
             sums.index_add_(0, member_cluster, member_x)
             means = sums / size.index_select(0, cluster_ids).unsqueeze(1).float()
-            sq_dist = (member_x - means.index_select(0, member_cluster)).square().sum(-1)
+            sq_dist = (member_x - means.index_select(0, member_cluster)).detach().square().sum(-1)
             best = torch.full((clusters,), float("inf"), device=x.device)
             best.scatter_reduce_(0, member_cluster, sq_dist, reduce="amin")
             # ties: the lowest cell index among the closest members
@@ -303,7 +302,7 @@ class FluxMemory:
         record.merged_into = merged_into
         record.tier = LONG
         frame.kept_index, frame.kept_features = kept_index, kept_features
-        frame.features = frame.norms = None  # long-term frames hold only what they keep
+        frame.features = None  # long-term frames hold only what they keep
 
 
 def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import torch
 
 
-def as_grid(features: torch.Tensor, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, norms)``: the frame in float32 shaped ``[H, W, D]`` (no copy when it already is
-    float32) and ``max(||x||, 1e-8)`` per cell, ``[H, W]``.
+def normalise(features: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """``x / max(||x||, 1e-8)`` in float32, shaped ``[H, W, D]``.
 
-    Cosines are taken as ``x_i . x_j / (norm_i * norm_j)``: the same quantity as the dot product
-    of the normalised vectors, without writing a normalised copy of every frame.
+    Cosines are then plain dot products, exactly the formula of ``algorithm.md``: the rounding of
+    identical tokens (a distance a hair below zero counts as undefined) follows the spec's order
+    of operations.
     """
     x = features.float().reshape(grid_hw[0], grid_hw[1], -1)
-    return x, x.norm(dim=-1).clamp_min(1e-8)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def _band(size: int, offset: int) -> tuple[slice, slice]:
@@ -27,26 +27,22 @@ def _band(size: int, offset: int) -> tuple[slice, slice]:
     return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset), size - max(0, -offset))
 
 
-def adjacent_similarity(
-    current: tuple[torch.Tensor, torch.Tensor], previous: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max cosine over 3x3 windows between two consecutive frames, each given as :func:`as_grid`.
+def adjacent_similarity(current: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max cosine over 3x3 windows between two consecutive normalised frames ``[H, W, D]``.
 
     Returns ``(sim_to_previous, sim_to_next)``, both ``[H, W]``: for each cell of ``current`` the
     best match in ``previous`` around the same cell, and for each cell of ``previous`` the best
     match in ``current``. On full grids every cell has its centre neighbour, so both are defined
     everywhere.
     """
-    (cur, cur_norm), (prev, prev_norm) = current, previous
-    height, width, _ = cur.shape
-    sim_prev = cur.new_full((height, width), -2.0)
-    sim_next = cur.new_full((height, width), -2.0)
+    height, width, _ = current.shape
+    sim_prev = current.new_full((height, width), -2.0)
+    sim_next = current.new_full((height, width), -2.0)
     for dh in (-1, 0, 1):
         rows_a, rows_b = _band(height, dh)
         if rows_a.start >= rows_a.stop:
             continue
-        gram = torch.bmm(cur[rows_a], prev[rows_b].transpose(1, 2))  # [h, W, W]
-        gram /= cur_norm[rows_a].unsqueeze(2) * prev_norm[rows_b].unsqueeze(1)
+        gram = torch.bmm(current[rows_a], previous[rows_b].transpose(1, 2))  # [h, W, W]
         for dw in (-1, 0, 1):
             cols_a, cols_b = _band(width, dw)
             if cols_a.start >= cols_a.stop:
@@ -75,17 +71,14 @@ class EdgeLayout:
             [cells[:, 1:].reshape(-1), cells[1:, :].reshape(-1), cells[1:, 1:].reshape(-1), cells[1:, :-1].reshape(-1)]
         )
 
-    def cosines(self, frame: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Cosine of every edge, in :attr:`u`/:attr:`v` order, of a frame given as :func:`as_grid`."""
-        x, norm = frame
+    def cosines(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine of every edge, in :attr:`u`/:attr:`v` order, from a normalised frame ``[H, W, D]``."""
         parts = [x.new_empty(0)]
         if self.width > 1:
             same_row = torch.bmm(x, x.transpose(1, 2))  # [H, W, W]
-            same_row /= norm.unsqueeze(2) * norm.unsqueeze(1)
             parts.append(torch.diagonal(same_row, offset=1, dim1=1, dim2=2).reshape(-1))
         if self.height > 1:
             next_row = torch.bmm(x[:-1], x[1:].transpose(1, 2))  # [H-1, W, W]
-            next_row /= norm[:-1].unsqueeze(2) * norm[1:].unsqueeze(1)
             for offset in (0, 1, -1):
                 parts.append(torch.diagonal(next_row, offset=offset, dim1=1, dim2=2).reshape(-1))
         return torch.cat(parts)

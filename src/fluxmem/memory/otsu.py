@@ -28,6 +28,9 @@ def otsu_threshold(
     (fallback) or no threshold.
     """
     v = values.reshape(-1).float().clamp(0.0, _RANGE)
+    if v.numel() == 0:
+        zero = v.new_zeros(())
+        return zero, zero.bool()
     if valid is None:
         valid = torch.ones_like(v, dtype=torch.bool)
     else:

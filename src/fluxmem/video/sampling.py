@@ -171,7 +171,10 @@ def offline_frame_indices(
     if nframes is not None:
         if nframes > count:
             raise ConfigError(f"nframes={nframes} exceeds the {count} frames in the selected range; lower it.")
-        ele["nframes"] = max(nframes, FRAME_FACTOR)
+        nframes = max(nframes, FRAME_FACTOR)
+        if round(nframes / FRAME_FACTOR) * FRAME_FACTOR > count:  # Qwen rounds to even: stay in range
+            nframes = count // FRAME_FACTOR * FRAME_FACTOR
+        ele["nframes"] = nframes
     else:
         ele["fps"] = DEFAULT_FPS if fps is None else fps
         if min_frames is not None:

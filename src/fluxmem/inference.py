@@ -1,0 +1,152 @@
+"""One question about one video: sampling options, processor inputs, encoding, generation.
+
+Shared by ``fluxmem ask``, the offline evaluation path and the pictures, so that all of them
+sample, encode and prune the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .adapters import get_state, registry
+from .errors import ConfigError, InputError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How frames are taken from a video (qwen-vl-utils' keys, plus end-anchored sampling)."""
+
+    fps: float = 1.0
+    max_frames: int | None = None
+    min_frames: int | None = None
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    total_pixels: int | None = None
+    video_start: float | None = None
+    video_end: float | None = None
+    anchor_end: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.fps or self.fps <= 0:
+            raise ConfigError(f"fps must be > 0, got {self.fps}.")
+        for name in ("max_frames", "min_frames", "max_pixels", "min_pixels", "total_pixels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}.")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ConfigError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels}).")
+        for name in ("video_start", "video_end"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0 seconds, got {value}.")
+        if self.video_start is not None and self.video_end is not None and self.video_end <= self.video_start:
+            raise ConfigError(f"video_end ({self.video_end}) must come after video_start ({self.video_start}).")
+
+    def video_item(self, video) -> dict:
+        """The message content item that ``process_vision_info`` reads."""
+        item = {"type": "video", "video": str(video) if not isinstance(video, (list, tuple)) else video}
+        item.update({k: v for k, v in asdict(self).items() if v not in (None, False)})
+        return item
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    memory: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+
+
+def build_messages(video, question: str, sampling: SamplingOptions, system: str | None = None) -> list[dict]:
+    if not isinstance(question, str) or not question.strip():
+        raise InputError("the question is empty; pass the text to ask about the video.")
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    messages.append({"role": "user", "content": [sampling.video_item(video), {"type": "text", "text": question}]})
+    return messages
+
+
+def build_inputs(processor, messages: list[dict]):
+    """Processor inputs for chat ``messages`` (videos sampled by :func:`fluxmem.video.process_vision_info`)."""
+    from .video import process_vision_info
+
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True)
+    return processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
+
+
+def encode_videos(model, inputs, *, progress: bool = False, chunk_steps: int = 8) -> dict | None:
+    """Encode the videos of ``inputs`` once, a few temporal grid steps at a time (exact for
+    families whose vision tower does not attend across grid steps), with a progress bar.
+
+    Returns ``mm_encoder_outputs`` for ``generate`` (which then skips its own encoding).
+    """
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+    from tqdm.auto import tqdm
+
+    pixels, grids = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
+    if pixels is None:
+        return None
+    adapter = registry.adapter_for(model)
+    per_video, offset = [], 0
+    total_steps = int(grids[:, 0].sum())
+    with torch.inference_mode(), tqdm(total=total_steps, desc="encoding", unit="step", disable=not progress) as bar:
+        for t, h, w in grids.tolist():
+            patches_per_step = h * w
+            parts = []
+            for start in range(0, t, chunk_steps if adapter.steps_are_independent else t):
+                steps = min(chunk_steps if adapter.steps_are_independent else t, t - start)
+                chunk = pixels[offset + start * patches_per_step : offset + (start + steps) * patches_per_step]
+                grid = torch.tensor([[steps, h, w]], device=grids.device)
+                parts.append(adapter.encode_video(chunk.to(model.device), grid))
+                bar.update(steps)
+            offset += t * patches_per_step
+            per_video.append(torch.cat(parts))
+    return {"video": BaseModelOutputWithPooling(pooler_output=tuple(per_video))}
+
+
+def answer(
+    model,
+    processor,
+    video,
+    question: str,
+    *,
+    sampling: SamplingOptions | None = None,
+    max_new_tokens: int = 128,
+    use_fluxmem: bool | None = None,
+    progress: bool = False,
+    system: str | None = None,
+    **generate_kwargs,
+) -> Answer:
+    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default."""
+    sampling = sampling or SamplingOptions()
+    timings = {}
+    started = time.perf_counter()
+    inputs = build_inputs(processor, build_messages(video, question, sampling, system))
+    timings["decode_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    encoded = encode_videos(model, inputs, progress=progress)
+    timings["encode_ms"] = (time.perf_counter() - started) * 1000
+    model_inputs = {k: v for k, v in inputs.items() if not (encoded and k == "pixel_values_videos")}
+    model_inputs = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in model_inputs.items()}
+    if encoded is not None:
+        model_inputs["mm_encoder_outputs"] = encoded
+    if use_fluxmem is not None:
+        model_inputs["use_fluxmem"] = use_fluxmem
+    generate_kwargs.setdefault("do_sample", False)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(**model_inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    timings["generate_ms"] = (time.perf_counter() - started) * 1000
+    prompt_length = inputs["input_ids"].shape[1]
+    new_tokens = output[0, prompt_length:].tolist()
+    text = processor.batch_decode([new_tokens], skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+    state = get_state(model)
+    memory = state.summary() if state is not None else {}
+    return Answer(text=text, token_ids=new_tokens, memory=memory, timings_ms=timings, prompt_tokens=prompt_length)
