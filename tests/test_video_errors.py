@@ -25,7 +25,7 @@ def files(tmp_path_factory):
     made["txt"], made["txt_mp4"] = str(root / "notes.txt"), str(root / "notes.mp4")
     made["empty"], made["noise"] = str(root / "empty.mp4"), str(root / "noise.mp4")
     # moov atom at the end (PyAV's default): half the file has no index, hence no stream.
-    data = open(made["good"], "rb").read()
+    data = (root / "good.mp4").read_bytes()
     (root / "cut.mp4").write_bytes(data[: len(data) // 2])
     made["cut"] = str(root / "cut.mp4")
     # moov atom first: the header promises 100 frames but the data stops early.

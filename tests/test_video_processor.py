@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 import torch
+from _tiny_processor import build_tiny_processor
 from PIL import Image
 
-from _tiny_processor import build_tiny_processor
 from fluxmem.video import fetch_video, process_vision_info
 from fluxmem.video.synthetic import read_synthetic_index, synthetic_frame, write_synthetic_clip
 
@@ -43,9 +43,7 @@ def _run(processor, messages):
     """The README quick-start, verbatim."""
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True)
-    inputs = processor(
-        text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs
-    )
+    inputs = processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
     return inputs, images, videos, video_kwargs
 
 
@@ -114,7 +112,7 @@ def test_several_videos_and_an_image_in_one_batch(processor, clip10):
 
 def test_kwargs_without_videos(processor):
     messages = _messages({"type": "image", "image": Image.fromarray(synthetic_frame(1, 64)), "max_pixels": SMALL})
-    inputs, images, videos, video_kwargs = _run(processor, messages)
+    inputs, _, videos, video_kwargs = _run(processor, messages)
     assert videos is None and video_kwargs == {}
     assert inputs["image_grid_thw"].tolist() == [[1, 4, 4]]
     assert process_vision_info(_messages()) == (None, None)

@@ -6,7 +6,6 @@ import torch
 from fluxmem.errors import ConfigError
 from fluxmem.video import offline_frame_indices, realtime_frame_indices, sampled_fps
 
-
 # --- real-time sampling ---------------------------------------------------------------------
 
 

@@ -259,14 +259,15 @@ def _merge_reference(values: torch.Tensor, result) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8) -> list[int]:
+def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8, *, deepstack: bool = True) -> list[int]:
     """Greedy tokens of the stock LANGUAGE MODEL run by hand on the tokens FluxMem keeps, at their
     original positions: the reference that ``generate(use_fluxmem=True)`` must equal.
 
     Uses only the model's own methods (``get_video_features``, ``get_placeholder_mask``,
     ``get_rope_index``, ``language_model``) and :func:`fluxmem.memory.compress`; deepstack features
     (Qwen3-VL) are kept at the same positions as their tokens and merged over the same clusters.
-    ``config=None`` keeps every token (the stock model). One sample, one video, no images.
+    ``config=None`` keeps every token (the stock model); ``deepstack=False`` leaves the deepstack
+    features out (a negative control). One sample, one video, no images.
     """
     from transformers import DynamicCache
 
@@ -306,7 +307,7 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8)
         levels = [_merge_reference(level, result)[result.keep] for level in levels]
     kept = keep.nonzero().squeeze(1)
     extra = {}
-    if levels:
+    if levels and deepstack:
         extra = {"visual_pos_masks": is_video[kept].unsqueeze(0), "deepstack_visual_embeds": levels}
     cache = DynamicCache(config=model.config.get_text_config())
     hidden = core.language_model(

@@ -83,6 +83,35 @@ class ModelAdapter:
         """Visual tokens ``[T*H*W, D]`` for pixel patches of one or more videos."""
         raise NotImplementedError
 
+    def encode_video_output(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor):
+        """The stock encoder output for one or more videos, as ``generate`` puts it in
+        ``mm_encoder_outputs["video"]``: ``pooler_output`` a tuple of per-video ``[T*H*W, D]``, plus
+        any per-token fields the family has (Qwen3-VL: ``deepstack_features``, per level a tuple)."""
+        return self.model.model.get_video_features(pixel_values_videos, grid_thw, return_dict=True)
+
+    def encode_videos_stepwise(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor, *,
+                               chunk_steps: int = 8, on_steps=None):  # fmt: skip
+        """``mm_encoder_outputs["video"]`` for every video of ``video_grid_thw``, encoded
+        ``chunk_steps`` grid steps at a time where :attr:`steps_are_independent` (whole videos
+        otherwise); equal to :meth:`encode_video_output` on everything at once. ``on_steps(n)`` is
+        called after each chunk (progress bars)."""
+        per_video: list[list] = []
+        offset = 0
+        for t, h, w in video_grid_thw.tolist():
+            per_step = h * w
+            unit = chunk_steps if self.steps_are_independent else t
+            parts = []
+            for start in range(0, t, unit):
+                steps = min(unit, t - start)
+                chunk = pixel_values_videos[offset + start * per_step : offset + (start + steps) * per_step]
+                grid = torch.tensor([[steps, h, w]], device=video_grid_thw.device)
+                parts.append(self.encode_video_output(chunk, grid))
+                if on_steps is not None:
+                    on_steps(steps)
+            offset += t * per_step
+            per_video.append(parts)
+        return _join_outputs(per_video)
+
     # ---- shared
     def merged_grid(self, grid_thw) -> tuple[int, int, int]:
         t, h, w = (int(v) for v in grid_thw)
@@ -169,3 +198,19 @@ class ModelAdapter:
     def pruned_extras(self, prepared: PreparedInputs, pruned) -> dict:
         """Extra forward arguments derived from the pruning (e.g. pruned deepstack features)."""
         return {}
+
+
+def _join_outputs(per_video: list[list]):
+    """One encoder output from per-video lists of chunk outputs: ``pooler_output`` and every
+    per-level tuple field (``deepstack_features``) concatenated per video."""
+    first = per_video[0][0]
+    pooled = tuple(torch.cat([torch.cat(part.pooler_output) for part in parts]) for parts in per_video)
+    fields = {"pooler_output": pooled}
+    levels = getattr(first, "deepstack_features", None)
+    if levels:
+        fields["deepstack_features"] = [
+            tuple(torch.cat([torch.cat(part.deepstack_features[level]) for part in parts]) for parts in per_video)
+            for level in range(len(levels))
+        ]
+    return type(first)(**fields)
+

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
 from .base import ModelAdapter, PreparedInputs
 from .pruning import merge_like
 
@@ -49,9 +50,18 @@ class Qwen3VLAdapter(ModelAdapter):
     def _core(self):
         return self.model.model  # Qwen3VLModel: visual tower + language model
 
+    @property
+    def has_deepstack(self) -> bool:
+        return bool(getattr(self.vision_config, "deepstack_visual_indexes", None))
+
     def _encoder_output(self, kind: str, encoded: dict, pixels, grid_thw):
-        if encoded.get(kind) is not None:
-            return encoded[kind]  # generate() encodes pixels before the prefill
+        if encoded.get(kind) is not None:  # generate() encodes pixels before the prefill
+            if self.has_deepstack and _deepstack(encoded[kind]) is None:
+                raise InputError(
+                    f"mm_encoder_outputs[{kind!r}] has no deepstack_features, which {self.family} needs; encode "
+                    "with the model's get_video_features / get_image_features (or adapter.encode_videos_stepwise)."
+                )
+            return encoded[kind]
         if pixels is None:
             return None
         getter = self._core.get_image_features if kind == "image" else self._core.get_video_features
@@ -101,11 +111,6 @@ class Qwen3VLAdapter(ModelAdapter):
 
     def encode_video(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.encode_video_output(pixel_values_videos, grid_thw).pooler_output)
-
-    def encode_video_output(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor):
-        """The stock encoder output (``pooler_output`` and, for Qwen3-VL, ``deepstack_features``,
-        both as tuples of per-video tensors)."""
-        return self._core.get_video_features(pixel_values_videos, grid_thw, return_dict=True)
 
     def video_deepstack(self, prepared: PreparedInputs) -> list[torch.Tensor] | None:
         """Per level, ``[N_video_tokens, D]`` deepstack features of every video of the batch in

@@ -75,7 +75,7 @@ def normalize_path(path) -> str:
         raise ConfigError(f"A video must be given as a path or URL string, got {type(path).__name__}.") from None
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    return text[len("file://") :] if text.startswith("file://") else text
+    return text.removeprefix("file://")
 
 
 def _is_image_format(name: str) -> bool:
@@ -103,7 +103,14 @@ def open_container(path, *, options: dict | None = None, format: str | None = No
     except Exception as exc:  # PyAV raises many FFmpegError/OSError subclasses; all mean "unreadable"
         raise VideoError(
             f"Cannot open {src} as a video ({exc.__class__.__name__}: {_reason(exc)}). "
-            + (hint or ("Check the URL and that the stream is live." if url else f"Is it a video file? If so, {_REENCODE[0].lower()}{_REENCODE[1:]}."))
+            + (
+                hint
+                or (
+                    "Check the URL and that the stream is live."
+                    if url
+                    else f"Is it a video file? If so, {_REENCODE[0].lower()}{_REENCODE[1:]}."
+                )
+            )
         ) from exc
     return container, src
 
@@ -253,13 +260,15 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
             return None if previous is None else previous + 1
         return round((frame.pts - start_pts) * time_base * fps)
 
-    def segment(target: int):
-        """Decoded frames from a keyframe at or before `target` (from the file start when near)."""
+    def segment(target: int, rewind: bool):
+        """Decoded frames from a keyframe at or before `target`, seeking when it is far into the
+        file; else from the start (rewinding if the container was read already). -> (frames, sought)"""
         if target > gap:
             seconds = max(0.0, (target - 0.5) / fps)
             container.seek(start_pts + int(seconds / time_base), stream=stream, backward=True, any_frame=False)
             return container.decode(stream), True
-        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        if rewind:
+            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
         return container.decode(stream), False
 
     out: dict[int, np.ndarray] = {}
@@ -271,7 +280,7 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
             target = targets[ti]
             # Seek once per target that lies far ahead (never again while decoding towards it).
             if frames is None or (target != approaching and pos is not None and target - pos > gap):
-                frames, sought = segment(target)
+                frames, sought = segment(target, rewind=frames is not None)
                 pos, fresh_segment = None, True
             approaching = target
             frame = next(frames, None)
@@ -281,7 +290,7 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
             idx = index_of(frame, pos)
             if fresh_segment and sought and (idx is None or idx > target):
                 # The seek landed past the target (or lost timestamps): decode from the start instead.
-                frames, sought = segment(0)
+                frames, sought = segment(0, rewind=True)
                 continue
             if idx is None:
                 idx = 0
@@ -292,8 +301,7 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
                 ti += 1
     except Exception as exc:
         raise VideoError(
-            f"{src} is corrupt: decoding failed after frame {last_index} ({_reason(exc)}). "
-            f"{_REENCODE}."
+            f"{src} is corrupt: decoding failed after frame {last_index} ({_reason(exc)}). {_REENCODE}."
         ) from exc
 
     if ti < len(targets):
@@ -304,7 +312,9 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
                 f"{src} is truncated or corrupt: it should hold {info.num_frames} frames but decoding stops "
                 f"at frame {last_index}. {_REENCODE}."
             )
-        logger.debug("%s: frames %s..%s missing at the end; repeating frame %s", src, targets[ti], targets[-1], last_index)
+        logger.debug(
+            "%s: frames %s..%s missing at the end; repeating frame %s", src, targets[ti], targets[-1], last_index
+        )
         tail = last_frame.to_ndarray(format="rgb24")
         for target in targets[ti:]:
             out[target] = tail

@@ -53,12 +53,12 @@ def _check_count(name: str, value) -> None:
 
 def frame_at(time_s: float, native_fps: float) -> int:
     """Index of the last frame shown at or before `time_s`."""
-    return int(math.floor(time_s * native_fps + _EPS))
+    return math.floor(time_s * native_fps + _EPS)
 
 
 def first_frame_from(time_s: float, native_fps: float) -> int:
     """Index of the first frame shown at or after `time_s`."""
-    return max(0, int(math.ceil(time_s * native_fps - _EPS)))
+    return max(0, math.ceil(time_s * native_fps - _EPS))
 
 
 def realtime_frame_indices(

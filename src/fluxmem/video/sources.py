@@ -20,22 +20,26 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, VideoError
-from .decode import is_url, normalize_path, open_container, video_stream
+from .decode import normalize_path, open_container, video_stream
 
 logger = logging.getLogger(__name__)
 
 _CAMERA_RE = re.compile(r"^/dev/video\d+$")
+# Protocols that carry live streams; http(s) URLs are mostly files and are treated like files.
+_LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "tcp://", "srt://")
 
 
 class FrameSource:
     """Iterator (and context manager) of `(frame uint8 HxWx3 RGB, timestamp_s)`.
 
     Attributes: `name` (what was opened), `fps` (native rate, None when unknown), `is_live`
-    (camera or network stream: never paced, timestamps from the stream's clock).
+    (a camera or an rtsp/rtmp/udp/... stream: never paced; timestamps count from its first frame).
     """
 
     def __init__(self, source, *, realtime: bool = False, fps: float | None = None, options: dict | None = None):
-        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0 or not math.isfinite(fps)):
+        if fps is not None and (
+            isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0 or not math.isfinite(fps)
+        ):
             raise ConfigError(f"fps must be a positive number, got {fps!r}.")
         self._container = None
         self._realtime = bool(realtime)
@@ -58,7 +62,9 @@ class FrameSource:
         if _CAMERA_RE.match(src):
             if not os.path.exists(src):
                 found = ", ".join(sorted(glob.glob("/dev/video*"))) or "none"
-                raise VideoError(f"Camera {src} not found (cameras present: {found}). Connect it or pick another index.")
+                raise VideoError(
+                    f"Camera {src} not found (cameras present: {found}). Connect it or pick another index."
+                )
             hint = "Check that the camera works and is not in use by another program (v4l2-ctl --list-devices)."
             self._container, self.name = open_container(src, format="v4l2", options=options, hint=hint)
             self.is_live = True
@@ -67,7 +73,7 @@ class FrameSource:
             if src.lower().startswith(("rtsp://", "rtsps://")):
                 opts.setdefault("rtsp_transport", "tcp")  # UDP loses packets behind NAT/firewalls
             self._container, self.name = open_container(src, options=opts)
-            self.is_live = is_url(src)
+            self.is_live = src.lower().startswith(_LIVE_SCHEMES)
         self._stream = video_stream(self._container, self.name)
         rate = self._stream.average_rate or self._stream.guessed_rate
         if self.fps is None and rate is not None and float(rate) > 0:
@@ -104,6 +110,9 @@ class FrameSource:
             return
         if count == 0:
             raise VideoError(f"{self.name}: no frames could be read; the video is empty. Check the source.")
+        promised = stream.frames or 0
+        if not self.is_live and promised - count > max(1, self.fps or 1):
+            logger.warning("%s: stream ended after %d of its %d frames (truncated file?)", self.name, count, promised)
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self):
@@ -161,13 +170,15 @@ def _to_rgb_array(frame, position: int) -> np.ndarray:
     raise ConfigError(f"Frame {position} of an in-memory video is not an HxWx3 image or a PIL image.")
 
 
-def open_source(source, *, realtime: bool = False, fps: float | None = None, options: dict | None = None) -> FrameSource:
+def open_source(
+    source, *, realtime: bool = False, fps: float | None = None, options: dict | None = None
+) -> FrameSource:
     """Open a stream of `(frame, timestamp)` for the live engine.
 
     `source`: a video file path; a camera (`/dev/videoN` or the integer N, read through v4l2); a
     network URL (rtsp://, rtmp://, http(s)://, ...); or frames in memory (a [T, H, W, 3] uint8
-    array or a list of PIL images / HxWx3 arrays) together with `fps`. `realtime=True` paces files
-    and in-memory clips at their true speed (live sources are paced by nature). `options` go to
+    array or a list of PIL images / HxWx3 arrays) together with `fps`. `realtime=True` paces files,
+    http(s) videos and in-memory clips at their true speed (live sources are paced by nature). `options` go to
     FFmpeg (e.g. {"video_size": "640x480", "framerate": "30"} for a camera).
     """
     return FrameSource(source, realtime=realtime, fps=fps, options=options)

@@ -27,7 +27,9 @@ def synthetic_frame(index: int, size: int = 64) -> np.ndarray:
 
 def read_synthetic_index(frame) -> int:
     """Inverse of `synthetic_frame`: accepts HxWx3 or 3xHxW, uint8 or float 0..255, any size multiple of 8."""
-    array = frame.detach().cpu().float().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame, dtype=np.float32)
+    array = (
+        frame.detach().cpu().float().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame, dtype=np.float32)
+    )
     if array.shape[0] == 3 and array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)
     grey = array.mean(axis=2)

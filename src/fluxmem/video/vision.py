@@ -124,7 +124,9 @@ def _target_size(ele: dict, height: int, width: int, nframes: int, image_patch_s
     if "min_pixels" not in ele and ele.get("max_pixels") is not None:
         min_pixels = min(min_pixels, ele["max_pixels"])
     total_pixels = ele.get("total_pixels", qv.MODEL_SEQ_LEN * factor * factor * 0.9)
-    max_pixels = max(min(qv.VIDEO_MAX_TOKEN_NUM * factor * factor, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    max_pixels = max(
+        min(qv.VIDEO_MAX_TOKEN_NUM * factor * factor, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05)
+    )
     max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
     try:
         return qv.smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -189,7 +191,10 @@ def fetch_video(ele: dict, image_patch_size: int = 14) -> VideoClip:
     Frame lists are taken whole at `sample_fps` (or `fps`, default 2). The frame count is padded
     to an even number by repeating the last frame.
     """
+    ele = {key: value for key, value in ele.items() if value is not None}  # None means "default"
     _check_item(ele)
+    if "video" not in ele:
+        raise InputError(f"A video content item needs a 'video' key (a path, URL or list of frames): {ele}.")
     video = ele["video"]
     if isinstance(video, (list, tuple, np.ndarray, torch.Tensor)):
         if ele.get("anchor_end"):
@@ -257,7 +262,9 @@ def _fetch_image(ele: dict, image_patch_size: int) -> Image.Image:
         return _qwen().fetch_image(ele, image_patch_size=image_patch_size)
     except Exception as exc:
         what = ele.get("image", ele.get("image_url"))
-        what = f"{type(what).__name__}" if not isinstance(what, str) else (what if len(what) < 200 else what[:200] + "...")
+        what = (
+            f"{type(what).__name__}" if not isinstance(what, str) else (what if len(what) < 200 else what[:200] + "...")
+        )
         raise InputError(f"Cannot load image {what}: {exc}. Check the path/URL and that it is an image file.") from exc
 
 
@@ -277,7 +284,7 @@ def _accepts_cap_pixels() -> bool:
     """Whether the installed transformers' Qwen2-VL video processor has `cap_pixels_per_frame`."""
     try:
         from transformers.models.qwen2_vl import video_processing_qwen2_vl as vp
-    except Exception:  # pragma: no cover - transformers missing or reorganised
+    except ImportError:  # pragma: no cover - transformers missing or reorganised
         return False
     kwargs_cls = getattr(vp, "Qwen2VLVideoProcessorInitKwargs", None)
     return kwargs_cls is not None and "cap_pixels_per_frame" in getattr(kwargs_cls, "__annotations__", {})

@@ -188,9 +188,9 @@ def _swatch_step(kind: str, cells: int = 2) -> StepView:
     merged = np.full((1, cells), -1, dtype=np.int64)
     if kind == "tas":
         keep[:], tas[:] = False, True
-    elif kind == "sdc":
-        merged[:] = 0
-        keep[0, 1:] = False
+    elif kind == "sdc":  # kept | anchor + member | kept: the outline shows whole
+        merged[0, 1:3] = 1
+        keep[0, 2] = False
     return StepView(0, "long", 0.0, 0.0, image, keep, tas, merged)
 
 
@@ -201,8 +201,8 @@ def legend(width: int) -> Image.Image:
     swatch_h = 2 * size
     items: list[tuple[Image.Image, str]] = []
     items.append((draw_step(_swatch_step("kept", 1), width=swatch_h, banner=False), "kept token"))
-    items.append((draw_step(_swatch_step("tas", 1), width=swatch_h, banner=False), "dropped by TAS (no change in time)"))
-    items.append((draw_step(_swatch_step("sdc", 2), width=2 * swatch_h, banner=False), "merged by SDC: outline = cluster, disc = anchor"))
+    items.append((draw_step(_swatch_step("tas", 1), width=swatch_h, banner=False), "dropped by TAS (same as in the next or previous step)"))
+    items.append((draw_step(_swatch_step("sdc", 4), width=4 * swatch_h, banner=False), "merged by SDC: outline = one cluster, disc = its anchor"))
     for tier in ("short", "mid", "long"):
         background, ink = TIER_BANNER[tier]
         chip = Image.new("RGB", (int(3.2 * size), swatch_h), background)

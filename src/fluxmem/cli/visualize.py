@@ -1,0 +1,77 @@
+"""``fluxmem visualize VIDEO --model M --out DIR``: pictures of what the memory keeps.
+
+Writes, under DIR: ``overlays/step_NNNN.png`` (every temporal grid step with the cells TAS dropped
+darkened and hatched, SDC clusters outlined with their anchor marked, the tier in a banner),
+``contact_sheet.png`` (all steps and a legend), ``memory.mp4`` (or ``.gif``) of the overlays,
+``tokens.png`` (tokens kept per step by tier over time, retained fraction in the title) and
+``summary.json`` (the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError
+from . import options
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "visualize",
+        help="draw which tokens the memory keeps, drops and merges in a video",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("video", help="path to a video file")
+    parser.add_argument("--out", required=True, help="output directory (created if missing)")
+    options.add_model_options(parser)
+    options.add_memory_options(parser)
+    options.add_sampling_options(parser)
+    group = parser.add_argument_group("pictures")
+    group.add_argument("--animation", choices=("mp4", "gif", "none"), default="mp4", help="overlay animation format (default %(default)s)")
+    group.add_argument("--animation-fps", type=float, default=2.0, help="overlays per second in the animation (default %(default)s)")
+    group.add_argument(
+        "--display",
+        choices=("blend", "first", "last"),
+        default="blend",
+        help="picture of a grid step: the average of its raw frames, or its first or last frame (default %(default)s)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..video import probe_video
+    from ..viz import visualize
+
+    if args.no_fluxmem:
+        raise ConfigError("visualize shows what FluxMem keeps and drops; run it without --no-fluxmem.")
+    if args.animation_fps <= 0:
+        raise ConfigError(f"--animation-fps must be > 0, got {args.animation_fps}.")
+    config = options.memory_config(args)
+    sampling = options.sampling_options(args)
+    probe_video(args.video)  # a missing or broken video fails here, before the model loads
+    model, processor = options.load(args)
+    result = visualize(
+        model,
+        processor,
+        args.video,
+        args.out,
+        config=config,
+        sampling=sampling,
+        display=args.display,
+        animation=None if args.animation == "none" else args.animation,
+        animation_fps=args.animation_fps,
+        progress=not args.no_progress,
+    )
+    trace = result.trace
+    print(
+        f"[memory] {len(trace.steps)} grid steps, visual tokens {trace.tokens} -> {trace.kept_tokens} "
+        f"({100 * trace.retained_fraction:.1f}% kept) | "
+        + " ".join(f"{tier} {entry['kept']}/{entry['tokens']}" for tier, entry in trace.tier_counts().items() if entry["frames"])
+    )
+    for key in ("contact_sheet", "animation", "plot", "summary"):
+        if key in result.files:
+            print(f"{key.replace('_', ' ')}: {result.files[key]}")
+    print(f"overlays: {result.files['overlays']}/ ({len(result.files['overlay_files'])} images)")
+    return 0

@@ -1,0 +1,574 @@
+"""``StreamSession``: ingest frames once, answer at any moment, exactly as the offline model.
+
+See ``docs/streaming.md`` for the user-facing description and ``/shared/spec/streaming.md`` for
+why each piece is exact. In short: each grid step is encoded once as its frames arrive; the memory
+(:class:`fluxmem.memory.FluxMemory`, the class ``compress`` runs) is updated incrementally; the
+keys/values of the prompt head and of every long-term (final) frame are computed once; a question
+prefills only the mid-term and short-term tokens and the question on top, then the cache is cut
+back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError
+from ..memory import FluxMemConfig, FluxMemory
+from .model_ops import StreamOps, VideoLayout, stream_ops_for
+
+_GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
+_TIERS = ("short", "mid", "long")
+
+
+@dataclass
+class StreamAnswer:
+    """One answer of :meth:`StreamSession.ask`."""
+
+    question: str
+    text: str
+    token_ids: list[int]
+    time: float | None
+    """Stream time (timestamp of the last pushed frame) when the question was answered."""
+    latency_ms: float
+    memory: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+    """Tokens the language model attended to for the first answer token (cached + prefilled)."""
+    prefilled_tokens: int = 0
+    """Tokens prefilled for this question (the rest came from the reused cache)."""
+
+    def to_dict(self) -> dict:
+        return {
+            "time": self.time,
+            "question": self.question,
+            "answer": self.text,
+            "latency_ms": round(self.latency_ms, 3),
+            "memory": self.memory,
+        }
+
+
+@dataclass
+class StreamEvent:
+    """Something :meth:`StreamSession.push` reports: a scene change (proactive mode)."""
+
+    kind: str
+    time: float
+    frame_index: int
+    """Temporal grid step that triggered it."""
+    change_fraction: float
+    answer: StreamAnswer | None = None
+    """The standing instruction's answer, when one is set."""
+
+    def to_dict(self) -> dict:
+        out = {
+            "event": self.kind,
+            "time": self.time,
+            "frame_index": self.frame_index,
+            "change_fraction": round(self.change_fraction, 6),
+        }
+        if self.answer is not None:
+            out.update(question=self.answer.question, answer=self.answer.text,
+                       latency_ms=round(self.answer.latency_ms, 3), memory=self.answer.memory)
+        return out
+
+
+class StreamSession:
+    """A live video conversation with a Qwen-VL model and the FluxMem memory.
+
+    ``push(frame, timestamp)`` samples frames to ``fps``, encodes every complete temporal grid step
+    once and updates the memory; ``ask(question)`` answers from everything seen so far and, under
+    greedy decoding, returns the same tokens as ``model.generate(**session.offline_inputs(question),
+    **session.offline_generate_options())`` on the frames pushed so far.
+
+    Memory options: ``config`` or the :class:`FluxMemConfig` fields as keywords (default: the
+    settings of the FluxMem switch on ``model`` if it has one, else the paper's defaults).
+    ``max_memory_tokens`` caps the visual tokens held (the oldest long-term frames are dropped from
+    the memory and the key/value cache). ``reuse_cache=False`` prefills everything at each question.
+    ``history=True`` keeps earlier questions and answers in the prompt. ``proactive=True`` emits a
+    scene-change event when a grid step's change fraction exceeds ``gamma``, answering
+    ``instruction`` when given. ``keep_frames=True`` keeps the sampled frames so that
+    :meth:`offline_inputs` can rebuild the offline inputs (memory grows with the stream).
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        config: FluxMemConfig | None = None,
+        *,
+        fps: float = 1.0,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        system: str | None = None,
+        reuse_cache: bool = True,
+        max_memory_tokens: int | None = None,
+        history: bool = False,
+        proactive: bool = False,
+        gamma: float = 0.5,
+        instruction: str | None = None,
+        instruction_max_new_tokens: int = 64,
+        keep_frames: bool = False,
+        **memory_options,
+    ) -> None:
+        from ..adapters import get_state
+
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ConfigError(f"fps must be a positive number of frames per second, got {fps!r}.")
+        if max_memory_tokens is not None and (isinstance(max_memory_tokens, bool) or not isinstance(max_memory_tokens, int) or max_memory_tokens < 1):
+            raise ConfigError(f"max_memory_tokens must be a positive integer (or None for no cap), got {max_memory_tokens!r}.")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+            raise ConfigError(f"gamma is a fraction of a frame's tokens and must lie in [0, 1], got {gamma!r}.")
+        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+            raise ConfigError("the standing instruction is empty; pass the text to answer at each scene change, or None.")
+        if instruction is not None and not proactive:
+            raise ConfigError("a standing instruction is answered at scene changes; pass proactive=True with it.")
+        unknown = set(memory_options) - set(FluxMemConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}; memory options are {sorted(FluxMemConfig.__dataclass_fields__)}.")
+        state = get_state(model)
+        base = config or (state.config if state is not None else FluxMemConfig())
+        self.config = base.replace(**memory_options) if memory_options else base
+        self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
+        self.model = self.ops.model
+        self.processor = processor
+        self.fps = float(fps)
+        self.system = system
+        self.reuse_cache = bool(reuse_cache)
+        self.max_memory_tokens = max_memory_tokens
+        self.history_enabled = bool(history)
+        self.proactive = bool(proactive)
+        self.gamma = float(gamma)
+        self.instruction = instruction
+        self.instruction_max_new_tokens = int(instruction_max_new_tokens)
+        self.keep_frames = bool(keep_frames)
+        self.reset()
+
+    # ================================================================== state
+    def reset(self) -> None:
+        """Forget every frame, question and cached key/value; the settings stay."""
+        self._last_timestamp: float | None = None
+        self._first_sample_time: float | None = None
+        self._next_sample_slot = 0
+        self._frame_size: tuple[int, int] | None = None
+        self._pending: list[torch.Tensor] = []
+        self._pending_times: list[float] = []
+        self._frames: list[torch.Tensor] = []  # sampled frames of complete steps (keep_frames only)
+        self._frames_seen = 0
+        self._frames_sampled = 0
+        self._step_times: list[float] = []
+        self._memory: FluxMemory | None = None
+        self._layout: VideoLayout | None = None
+        self._head: list[int] | None = None
+        self._kept_counts: list[int] = []  # kept tokens per grid step (0 once evicted)
+        self._entered_mid = 0  # frames < this have left short-term
+        self._evicted = 0  # frames < this were dropped by the cap
+        self._cache = None
+        self._cached_frames = 0  # frames < this are in the cache (or evicted)
+        self._cached_spans: list[tuple[int, int]] = []  # (frame, tokens) of cached frames, oldest first
+        self._history: list[tuple[str, str]] = []
+        self._timings = {k: 0.0 for k in ("preprocess", "encode", "memory", "cache", "prefill", "decode")}
+        self._questions = 0
+        self._peak_cache_tokens = 0
+
+    @property
+    def time(self) -> float | None:
+        """Timestamp of the last pushed frame (``None`` before the first)."""
+        return self._last_timestamp
+
+    @property
+    def num_steps(self) -> int:
+        """Temporal grid steps in the memory (encoded so far)."""
+        return 0 if self._memory is None else self._memory.num_frames
+
+    @property
+    def memory(self) -> FluxMemory | None:
+        return self._memory
+
+    # ================================================================== push
+    def push(self, frame, timestamp: float) -> list[StreamEvent]:
+        """Add one RGB frame (HxWx3 uint8 numpy array or tensor, 3xHxW tensor, or PIL image) seen at
+        ``timestamp`` seconds. Frames are sampled to the session's ``fps``; each complete grid step
+        is encoded and pushed to the memory. Returns the events it raised (proactive mode)."""
+        timestamp = self._check_timestamp(timestamp)
+        image = self._as_chw_uint8(frame)
+        size = (int(image.shape[1]), int(image.shape[2]))
+        if self._frame_size is not None and size != self._frame_size:
+            raise InputError(
+                f"frame size changed mid-stream from {self._frame_size[0]}x{self._frame_size[1]} to {size[0]}x{size[1]} "
+                "(height x width); resize frames to the first frame's size before pushing, or reset() the session."
+            )
+        # --- every check passed: the state changes from here on
+        self._frame_size = size
+        self._last_timestamp = timestamp
+        self._frames_seen += 1
+        if not self._take_sample(timestamp):
+            return []
+        self._frames_sampled += 1
+        self._pending.append(image)
+        self._pending_times.append(timestamp)
+        if len(self._pending) < self.ops.temporal_patch_size:
+            return []
+        frames = torch.stack(self._pending)
+        step_time = self._pending_times[-1]
+        self._pending, self._pending_times = [], []
+        return self._ingest_step(frames, step_time)
+
+    def _check_timestamp(self, timestamp) -> float:
+        if isinstance(timestamp, torch.Tensor):
+            timestamp = timestamp.item()
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.number)) or not math.isfinite(float(timestamp)):
+            raise InputError(f"a frame's timestamp must be a finite number of seconds, got {timestamp!r}.")
+        timestamp = float(timestamp)
+        if self._last_timestamp is not None and timestamp <= self._last_timestamp:
+            raise InputError(
+                f"timestamps must strictly increase: got {timestamp:g} s after {self._last_timestamp:g} s; the frame "
+                "was rejected and the session is unchanged."
+            )
+        return timestamp
+
+    @staticmethod
+    def _as_chw_uint8(frame) -> torch.Tensor:
+        """``[3, H, W]`` uint8 CPU tensor from the accepted frame types."""
+        try:
+            from PIL import Image
+
+            if isinstance(frame, Image.Image):
+                frame = np.asarray(frame.convert("RGB"))
+        except ImportError:  # pragma: no cover - PIL ships with transformers' vision extras
+            pass
+        if isinstance(frame, np.ndarray):
+            frame = torch.from_numpy(np.ascontiguousarray(frame))
+        if not isinstance(frame, torch.Tensor):
+            raise InputError(f"a frame must be an RGB image (numpy array, tensor or PIL image), got {type(frame).__name__}.")
+        frame = frame.detach().cpu()
+        if frame.ndim == 3 and frame.shape[-1] == 3 and frame.shape[0] != 3:
+            frame = frame.permute(2, 0, 1)
+        elif frame.ndim == 3 and frame.shape[-1] == 3 and frame.shape[0] == 3 and frame.shape[1] != 3:
+            frame = frame.permute(2, 0, 1)  # 3 x W x 3 is ambiguous; treat as H x W x 3 like a decoder would
+        if frame.ndim != 3 or frame.shape[0] != 3 or min(frame.shape[1:]) < 1:
+            raise InputError(f"a frame must be H x W x 3 (RGB), got shape {tuple(frame.shape)}.")
+        if frame.dtype != torch.uint8:
+            if frame.is_floating_point() and not bool(torch.isfinite(frame).all()):
+                raise InputError("a frame holds NaN or infinite values; pass uint8 RGB pixels (0..255).")
+            frame = frame.round().clamp(0, 255).to(torch.uint8) if frame.is_floating_point() else frame.clamp(0, 255).to(torch.uint8)
+        return frame.contiguous()
+
+    def _take_sample(self, timestamp: float) -> bool:
+        """Whether the frame is sampled: the first frame at or after each slot ``t0 + k / fps``."""
+        if self._first_sample_time is None:
+            self._first_sample_time = timestamp
+            self._next_sample_slot = 1
+            return True
+        due = self._first_sample_time + self._next_sample_slot / self.fps
+        if timestamp < due - 1e-6:
+            return False
+        elapsed_slots = math.floor((timestamp - self._first_sample_time) * self.fps + 1e-6)
+        self._next_sample_slot = elapsed_slots + 1
+        return True
+
+    @torch.inference_mode()
+    def _ingest_step(self, frames: torch.Tensor, step_time: float) -> list[StreamEvent]:
+        started = time.perf_counter()
+        pixels, grid_thw = self.ops.step_pixels(frames)
+        encoded_at = time.perf_counter()
+        features = self.ops.encode_step(pixels, grid_thw)
+        memory_at = time.perf_counter()
+        self._timings["preprocess"] += (encoded_at - started) * 1000
+        self._timings["encode"] += (memory_at - encoded_at) * 1000
+        if self._memory is None:
+            grid_hw = self.ops.merged_grid(grid_thw)
+            self._memory = FluxMemory(self.config, grid_hw, temporal_patch_size=self.ops.temporal_patch_size)
+        update = self._memory.push(features)
+        self._kept_counts.append(self._memory.cells)
+        if update.entered_mid is not None:
+            self._entered_mid = update.entered_mid + 1
+            self._kept_counts[update.entered_mid] = int(self._memory.kept(update.entered_mid)[0].numel())
+        if update.entered_long is not None:
+            self._kept_counts[update.entered_long] = int(self._memory.kept(update.entered_long)[0].numel())
+        self._step_times.append(step_time)
+        if self.keep_frames:
+            self._frames.extend(frames.unbind(0))
+        cache_at = time.perf_counter()
+        self._timings["memory"] += (cache_at - memory_at) * 1000
+        if self.max_memory_tokens is not None:
+            self._enforce_cap()
+        if self.reuse_cache:
+            self._extend_cache()
+        self._timings["cache"] += (time.perf_counter() - cache_at) * 1000
+
+        events = []
+        change = update.change_fraction
+        if self.proactive and change is not None and float(change) > self.gamma:
+            event = StreamEvent("scene_change", step_time, update.frame_index, float(change))
+            if self.instruction is not None:
+                event.answer = self._answer(self.instruction, self.instruction_max_new_tokens, {}, None, record=False)
+            events.append(event)
+        return events
+
+    # ================================================================== cap
+    def _memory_tokens(self) -> int:
+        return sum(self._kept_counts[self._evicted :])
+
+    def _enforce_cap(self) -> None:
+        """Drop the oldest long-term frames until the visual tokens held fit ``max_memory_tokens``
+        (mid- and short-term frames are never dropped: they are not final)."""
+        total = self._memory_tokens()
+        dropped_cached = 0
+        while total > self.max_memory_tokens and self._evicted < self._memory.num_final:
+            index = self._evicted
+            total -= self._kept_counts[index]
+            if self._cached_spans and self._cached_spans[0][0] == index:
+                dropped_cached += self._cached_spans.pop(0)[1]
+            self._kept_counts[index] = 0
+            _release_final_frame(self._memory, index)
+            self._evicted += 1
+        if dropped_cached:
+            start = len(self._head)
+            self.ops.drop(self._cache, start, start + dropped_cached)
+        self._cached_frames = max(self._cached_frames, self._evicted)
+
+    # ================================================================== cache
+    def _ensure_layout(self) -> None:
+        if self._layout is None:
+            parts = self.ops.prompt_ids(self._messages("?", [], with_video=True))
+            self._head = parts.head
+            self._layout = self.ops.layout(len(parts.head), self._memory.grid_hw, self.fps)
+
+    def _extend_cache(self) -> None:
+        """Append the keys/values of the frames that became final (the head first)."""
+        self._ensure_layout()
+        if self._cache is None:
+            self._cache = self.ops.new_cache()
+            head = self._head
+            self.ops.forward(self.ops.embed(head), self.ops.text_positions(0, len(head)), self._cache)
+        final = self._memory.num_final
+        start = max(self._cached_frames, self._evicted)
+        if start >= final:
+            return
+        embeds, positions, spans = [], [], []
+        for index in range(start, final):
+            e, p = self._block(index)
+            embeds.append(e)
+            positions.append(p)
+            spans.append((index, e.shape[0]))
+        self.ops.forward(torch.cat(embeds), torch.cat(positions, dim=1), self._cache)
+        self._cached_spans.extend(spans)
+        self._cached_frames = final
+        self._peak_cache_tokens = max(self._peak_cache_tokens, self.ops.cache_length(self._cache))
+
+    def _block(self, index: int):
+        cells, features = self._memory.kept(index)
+        return self.ops.step_block(self._layout, index, cells, features)
+
+    # ================================================================== ask
+    def ask(self, question: str, *, max_new_tokens: int = 128, reuse_cache: bool | None = None, **generate_options) -> StreamAnswer:
+        """Answer ``question`` from everything seen so far (greedy by default).
+
+        ``generate_options``: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``.
+        ``reuse_cache=False`` prefills everything for this question (the answer is the same).
+        Before the first grid step is complete the answer is text-only (the model sees no video).
+        """
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty; pass the text to ask about the stream.")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        unknown = set(generate_options) - set(_GENERATE_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unsupported generate option(s) {sorted(unknown)}; the session supports {list(_GENERATE_OPTIONS)}.")
+        if reuse_cache and not self.reuse_cache:
+            raise ConfigError("this session was created with reuse_cache=False; there is no cache to reuse.")
+        return self._answer(question, max_new_tokens, generate_options, reuse_cache, record=self.history_enabled)
+
+    @torch.inference_mode()
+    def _answer(self, question, max_new_tokens, options, reuse_cache, *, record) -> StreamAnswer:
+        started = time.perf_counter()
+        history = self._history if self.history_enabled else []
+        steps = self.num_steps
+        use_cache = self.reuse_cache if reuse_cache is None else bool(reuse_cache)
+        if steps == 0:
+            ids = self.ops.encode_text(self.ops.render(self._messages(question, history, with_video=False)))
+            cache, embeds = self.ops.new_cache(), self.ops.embed(ids)
+            positions = self.ops.text_positions(0, len(ids))
+            next_position, snapshot, reused = len(ids), None, 0
+        else:
+            self._ensure_layout()
+            parts = self.ops.prompt_ids(self._messages(question, history, with_video=True))
+            if parts.head != self._head:
+                raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")
+            layout = self._layout
+            tail_start = layout.tail_start(steps)
+            tail_positions = self.ops.text_positions(tail_start, len(parts.tail))
+            next_position = max(layout.max_position(steps), tail_start + len(parts.tail) - 1) + 1
+            if use_cache:
+                if self._cache is None:
+                    self._extend_cache()
+                cache, first = self._cache, max(self._memory.num_final, self._evicted)
+                embeds, positions = [], []
+            else:
+                cache, first = self.ops.new_cache(), self._evicted
+                embeds, positions = [self.ops.embed(self._head)], [self.ops.text_positions(0, len(self._head))]
+            for index in range(first, steps):
+                e, p = self._block(index)
+                embeds.append(e)
+                positions.append(p)
+            embeds.append(self.ops.embed(parts.tail))
+            positions.append(tail_positions)
+            embeds, positions = torch.cat(embeds), torch.cat(positions, dim=1)
+            snapshot = self.ops.snapshot(cache) if use_cache else None
+            reused = self.ops.cache_length(cache)
+        prefill_at = time.perf_counter()
+        try:
+            logits = self.ops.forward(embeds, positions, cache)
+            decode_at = time.perf_counter()
+            tokens = self._decode(logits, cache, next_position, max_new_tokens, options)
+        finally:
+            if snapshot is not None:
+                self.ops.restore(cache, snapshot)
+        done = time.perf_counter()
+        prefill_ms, decode_ms = (decode_at - prefill_at) * 1000, (done - decode_at) * 1000
+        self._timings["prefill"] += prefill_ms
+        self._timings["decode"] += decode_ms
+        self._questions += 1
+        text = self.ops.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if record:
+            self._history.append((question, text))
+        return StreamAnswer(
+            question=question,
+            text=text,
+            token_ids=tokens,
+            time=self._last_timestamp,
+            latency_ms=(done - started) * 1000,
+            memory=self._memory_summary(),
+            timings_ms={"prepare": round((prefill_at - started) * 1000, 3), "prefill": round(prefill_ms, 3), "decode": round(decode_ms, 3)},
+            prompt_tokens=reused + embeds.shape[0],
+            prefilled_tokens=embeds.shape[0],
+        )
+
+    def _decode(self, logits, cache, next_position, max_new_tokens, options) -> list[int]:
+        """Greedy (or sampled) decoding with the stock model, one token per step."""
+        eos = options.get("eos_token_id", self.model.generation_config.eos_token_id)
+        eos = set() if eos is None else ({int(eos)} if isinstance(eos, int) else {int(e) for e in eos})
+        sample = bool(options.get("do_sample", False))
+        tokens: list[int] = []
+        for k in range(max_new_tokens):
+            token = _sample(logits, options) if sample else int(torch.argmax(logits))
+            tokens.append(token)
+            if token in eos or k == max_new_tokens - 1:
+                break
+            logits = self.ops.forward(self.ops.embed([token]), self.ops.text_positions(next_position + k, 1), cache)
+        return tokens
+
+    # ================================================================== prompt
+    def _messages(self, question: str, history: list[tuple[str, str]], *, with_video: bool) -> list[dict]:
+        """The conversation as chat messages: the video at the head of the first user turn."""
+        messages = [] if self.system is None else [{"role": "system", "content": self.system}]
+        turns = list(history) + [(question, None)]
+        for i, (asked, answered) in enumerate(turns):
+            content = [{"type": "text", "text": asked}]
+            if i == 0 and with_video:
+                content.insert(0, {"type": "video", "video": "stream"})
+            messages.append({"role": "user", "content": content})
+            if answered is not None:
+                messages.append({"role": "assistant", "content": answered})
+        return messages
+
+    def offline_inputs(self, question: str):
+        """Processor inputs of the OFFLINE equivalent of ``ask(question)`` now: the same prompt
+        (history included) with the video made of the frames sampled so far (complete grid steps),
+        preprocessed by the processor as a whole. Needs ``keep_frames=True``. With a memory cap the
+        offline inputs still hold the whole history (the cap is a streaming-only choice)."""
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty; pass the text to ask about the stream.")
+        if not self.keep_frames:
+            raise ConfigError("offline_inputs needs the sampled frames: create the session with keep_frames=True.")
+        history = self._history if self.history_enabled else []
+        with_video = self.num_steps > 0
+        text = self.ops.render(self._messages(question, history, with_video=with_video))
+        frames = torch.stack(self._frames) if with_video else None
+        return self.ops.offline_inputs(text, frames, self.fps)
+
+    def offline_generate_options(self) -> dict:
+        """``generate`` options that make the offline switch use this session's memory settings."""
+        return {"use_fluxmem": True, **self.config.to_dict()}
+
+    # ================================================================== stats
+    def _memory_summary(self) -> dict:
+        steps = self.num_steps
+        cells = self._memory.cells if self._memory is not None else 0
+        final = self._memory.num_final if self._memory is not None else 0
+        ranges = {"long": (self._evicted, final), "mid": (final, self._entered_mid), "short": (self._entered_mid, steps)}
+        tiers = {}
+        for tier in _TIERS:
+            lo, hi = ranges[tier]
+            frames = max(0, hi - lo)
+            tiers[tier] = {"frames": frames, "tokens": frames * cells, "kept": sum(self._kept_counts[lo:hi]) if frames else 0}
+        tokens = sum(t["tokens"] for t in tiers.values())
+        kept = sum(t["kept"] for t in tiers.values())
+        return {
+            "steps": steps,
+            "tokens": tokens,
+            "kept": kept,
+            "retained_fraction": kept / tokens if tokens else 1.0,
+            "tiers": tiers,
+            "evicted_frames": self._evicted,
+        }
+
+    def stats(self) -> dict:
+        """Tokens per tier, retained fraction, cache size, frames seen and time spent per stage."""
+        memory = self._memory_summary()
+        return {
+            "time": self._last_timestamp,
+            "frames_seen": self._frames_seen,
+            "frames_sampled": self._frames_sampled,
+            "frames_pending": len(self._pending),
+            "grid_steps": self.num_steps,
+            "memory": memory,
+            "cache": {
+                "enabled": self.reuse_cache,
+                "tokens": self.ops.cache_length(self._cache),
+                "bytes": self.ops.cache_bytes(self._cache),
+                "frames": len(self._cached_spans),
+                "peak_tokens": self._peak_cache_tokens,
+            },
+            "questions": self._questions,
+            "timings_ms": {k: round(v, 3) for k, v in self._timings.items()},
+        }
+
+
+def _sample(logits: torch.Tensor, options: dict) -> int:
+    scores = logits.clone()
+    temperature = options.get("temperature")
+    if temperature is not None:
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 when sampling, got {temperature}.")
+        scores = scores / float(temperature)
+    top_k = options.get("top_k")
+    if top_k:
+        kth = torch.topk(scores, min(int(top_k), scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    top_p = options.get("top_p")
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        remove = cumulative - ordered.softmax(-1) > float(top_p)
+        scores[order[remove]] = float("-inf")
+    return int(torch.multinomial(scores.softmax(-1), 1))
+
+
+def _release_final_frame(memory: FluxMemory, index: int) -> None:
+    """Free the features FluxMemory holds for a long-term frame the cap dropped.
+
+    FluxMemory has no public way to forget frames; long-term frames hold only their kept tokens,
+    which this replaces by empty tensors (the frame's small record stays). Frames < num_final are
+    never read by the algorithm again, so its decisions are unaffected.
+    """
+    frame = memory._frames[index]  # noqa: SLF001 - see the docstring; reported to the core owner
+    if frame.kept_features is not None:
+        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
+        frame.kept_index = frame.kept_index.new_empty((0,))
