@@ -262,7 +262,11 @@ def test_sdc_clusters_are_outlined_with_their_anchor_marked():
     assert lum[56, 56] == pytest.approx(120, abs=1)  # kept cell outside the cluster
     assert lum[56, 112 + 56] > 250  # anchor disc: white at the anchor's centre
     assert lum[30, 224 + 56] == pytest.approx(0.65 * 120, abs=2)  # merged member darkened to 65 %
-    assert lum[56, 112] > 250 and lum[56, 112 - 4] < 10  # white outline edged in black on the cluster's left side
+    # the cluster's left side: kept grey, a black edge, the white line centred on the boundary, black, grey
+    profile = lum[56, 80:145]
+    runs = [int(value) for i, value in enumerate(np.rint(profile)) if i == 0 or value != np.rint(profile[i - 1])]
+    assert runs == [120, 0, 255, 0, 120]
+    assert lum[56, 112] > 250
     assert lum[112 + 30, 224 + 30] < 0.35 * 120 + 1 or lum[112 + 30, 224 + 30] == 200  # TAS cell: dark or hatch
 
 
@@ -279,4 +283,4 @@ def test_trace_rejects_frames_that_do_not_match_the_records():
     with pytest.raises(InputError, match="need 4 frames"):
         trace_from_records(result.frames, good[:3], (2, 2), config=CONFIG)
     with pytest.raises(InputError, match="do not divide"):
-        trace_from_records(result.frames, np.zeros((4, 50, 56, 3), np.uint8), (2, 2), config=CONFIG)
+        trace_from_records(result.frames, np.zeros((4, 51, 56, 3), np.uint8), (2, 2), config=CONFIG)

@@ -77,38 +77,32 @@ def build_inputs(processor, messages: list[dict]):
     from .video import process_vision_info
 
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True)
+    # frames are resized for the family's patch (14 px on Qwen2/2.5-VL, 16 px on Qwen3-VL / 3.5)
+    patch = getattr(getattr(processor, "video_processor", None), "patch_size", 14) or 14
+    images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True, image_patch_size=patch)
     return processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
 
 
 def encode_videos(model, inputs, *, progress: bool = False, chunk_steps: int = 8) -> dict | None:
-    """Encode the videos of ``inputs`` once, a few temporal grid steps at a time (exact for
-    families whose vision tower does not attend across grid steps), with a progress bar.
+    """Encode the videos of ``inputs`` once, a few temporal grid steps at a time where the family's
+    vision tower allows it (exact), with a progress bar.
 
-    Returns ``mm_encoder_outputs`` for ``generate`` (which then skips its own encoding).
+    Returns ``mm_encoder_outputs`` for ``generate`` (which then skips its own encoding); it carries
+    every output the stock encoder gives (e.g. Qwen3-VL's deepstack features).
     """
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
     from tqdm.auto import tqdm
 
     pixels, grids = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
     if pixels is None:
         return None
     adapter = registry.adapter_for(model)
-    per_video, offset = [], 0
-    total_steps = int(grids[:, 0].sum())
-    with torch.inference_mode(), tqdm(total=total_steps, desc="encoding", unit="step", disable=not progress) as bar:
-        for t, h, w in grids.tolist():
-            patches_per_step = h * w
-            parts = []
-            for start in range(0, t, chunk_steps if adapter.steps_are_independent else t):
-                steps = min(chunk_steps if adapter.steps_are_independent else t, t - start)
-                chunk = pixels[offset + start * patches_per_step : offset + (start + steps) * patches_per_step]
-                grid = torch.tensor([[steps, h, w]], device=grids.device)
-                parts.append(adapter.encode_video(chunk.to(model.device), grid))
-                bar.update(steps)
-            offset += t * patches_per_step
-            per_video.append(torch.cat(parts))
-    return {"video": BaseModelOutputWithPooling(pooler_output=tuple(per_video))}
+    with torch.inference_mode(), tqdm(
+        total=int(grids[:, 0].sum()), desc="encoding", unit="step", disable=not progress
+    ) as bar:
+        video = adapter.encode_videos_stepwise(
+            pixels.to(model.device), grids.to(model.device), chunk_steps=chunk_steps, on_steps=bar.update
+        )
+    return {"video": video}
 
 
 def answer(

@@ -60,6 +60,9 @@ def load_model(
         raise UnsupportedModelError(
             f"{source!r} is a {config.model_type!r} model; fluxmem supports {', '.join(registry.supported_families())}."
         )
+    config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
+    vision = getattr(config, "vision_config", None)
+    config_fluxmem.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # fail before loading weights
     device = resolve_device(device)
     kwargs = {"dtype": DTYPES[dtype]}
     if attn_implementation:
@@ -71,9 +74,7 @@ def load_model(
         model = model.to(device)
     model.eval()
     processor = AutoProcessor.from_pretrained(source)
-    saved = getattr(model.config, "fluxmem", None) or {}
-    config = FluxMemConfig.from_dict(saved) if fluxmem is None else fluxmem
-    attach(model, config, active=use_fluxmem)
+    attach(model, config_fluxmem, active=use_fluxmem)
     return model, processor
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import InputError
 from . import options
 
 
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = options.sampling_options(args)
     options.memory_config(args)
+    if not args.question.strip():
+        raise InputError("the question is empty; pass the text to ask about the video.")
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)
     result = answer(

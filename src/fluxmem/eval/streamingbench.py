@@ -406,7 +406,10 @@ def _gold_letter(answer: Any, n: int, issues: DataIssues, where: str) -> str | N
 
 
 def _uid_json(video: str, q: Mapping[str, Any]) -> str:
-    stem = PurePosixPath(str(video).replace("\\", "/")).stem or "video"
+    path = PurePosixPath(str(video).replace("\\", "/"))
+    stem = path.stem or "video"
+    if stem == "video" and path.parent.name:  # the dataset card's sample_N/video.mp4 layout
+        stem = f"{path.parent.name}/{stem}"
     ts = str(q.get("time_stamp", "")).strip()
     h = hashlib.sha1(
         f"{q.get('task_type', '')}\x00{q.get('question', '')}".encode("utf-8")

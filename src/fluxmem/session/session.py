@@ -243,7 +243,8 @@ class StreamSession:
         except ImportError:  # pragma: no cover - PIL ships with transformers' vision extras
             pass
         if isinstance(frame, np.ndarray):
-            frame = torch.from_numpy(np.ascontiguousarray(frame))
+            frame = np.ascontiguousarray(frame)
+            frame = torch.from_numpy(frame if frame.flags.writeable else frame.copy())
         if not isinstance(frame, torch.Tensor):
             raise InputError(f"a frame must be an RGB image (numpy array, tensor or PIL image), got {type(frame).__name__}.")
         frame = frame.detach().cpu()
@@ -388,40 +389,10 @@ class StreamSession:
     @torch.inference_mode()
     def _answer(self, question, max_new_tokens, options, reuse_cache, *, record) -> StreamAnswer:
         started = time.perf_counter()
-        history = self._history if self.history_enabled else []
-        steps = self.num_steps
         use_cache = self.reuse_cache if reuse_cache is None else bool(reuse_cache)
-        if steps == 0:
-            ids = self.ops.encode_text(self.ops.render(self._messages(question, history, with_video=False)))
-            cache, embeds = self.ops.new_cache(), self.ops.embed(ids)
-            positions = self.ops.text_positions(0, len(ids))
-            next_position, snapshot, reused = len(ids), None, 0
-        else:
-            self._ensure_layout()
-            parts = self.ops.prompt_ids(self._messages(question, history, with_video=True))
-            if parts.head != self._head:
-                raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")
-            layout = self._layout
-            tail_start = layout.tail_start(steps)
-            tail_positions = self.ops.text_positions(tail_start, len(parts.tail))
-            next_position = max(layout.max_position(steps), tail_start + len(parts.tail) - 1) + 1
-            if use_cache:
-                if self._cache is None:
-                    self._extend_cache()
-                cache, first = self._cache, max(self._memory.num_final, self._evicted)
-                embeds, positions = [], []
-            else:
-                cache, first = self.ops.new_cache(), self._evicted
-                embeds, positions = [self.ops.embed(self._head)], [self.ops.text_positions(0, len(self._head))]
-            for index in range(first, steps):
-                e, p = self._block(index)
-                embeds.append(e)
-                positions.append(p)
-            embeds.append(self.ops.embed(parts.tail))
-            positions.append(tail_positions)
-            embeds, positions = torch.cat(embeds), torch.cat(positions, dim=1)
-            snapshot = self.ops.snapshot(cache) if use_cache else None
-            reused = self.ops.cache_length(cache)
+        cache, embeds, positions, next_position = self._prefill_inputs(question, use_cache)
+        snapshot = self.ops.snapshot(cache) if use_cache and self.num_steps else None
+        reused = self.ops.cache_length(cache)
         prefill_at = time.perf_counter()
         try:
             logits = self.ops.forward(embeds, positions, cache)
@@ -449,6 +420,38 @@ class StreamSession:
             prompt_tokens=reused + embeds.shape[0],
             prefilled_tokens=embeds.shape[0],
         )
+
+    def _prefill_inputs(self, question: str, use_cache: bool):
+        """``(cache, embeds [L, D], positions [3, L], next_position)`` for a question now: with
+        ``use_cache`` the session's cache and only the non-final frames + the tail; otherwise a new
+        cache and the whole pruned prompt (what the offline switch prefills)."""
+        history = self._history if self.history_enabled else []
+        steps = self.num_steps
+        if steps == 0:
+            ids = self.ops.encode_text(self.ops.render(self._messages(question, history, with_video=False)))
+            return self.ops.new_cache(), self.ops.embed(ids), self.ops.text_positions(0, len(ids)), len(ids)
+        self._ensure_layout()
+        parts = self.ops.prompt_ids(self._messages(question, history, with_video=True))
+        if parts.head != self._head:
+            raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")
+        layout = self._layout
+        tail_start = layout.tail_start(steps)
+        next_position = max(layout.max_position(steps), tail_start + len(parts.tail) - 1) + 1
+        if use_cache:
+            if self._cache is None:
+                self._extend_cache()
+            cache, first = self._cache, max(self._memory.num_final, self._evicted)
+            embeds, positions = [], []
+        else:
+            cache, first = self.ops.new_cache(), self._evicted
+            embeds, positions = [self.ops.embed(self._head)], [self.ops.text_positions(0, len(self._head))]
+        for index in range(first, steps):
+            e, p = self._block(index)
+            embeds.append(e)
+            positions.append(p)
+        embeds.append(self.ops.embed(parts.tail))
+        positions.append(self.ops.text_positions(tail_start, len(parts.tail)))
+        return cache, torch.cat(embeds), torch.cat(positions, dim=1), next_position
 
     def _decode(self, logits, cache, next_position, max_new_tokens, options) -> list[int]:
         """Greedy (or sampled) decoding with the stock model, one token per step."""

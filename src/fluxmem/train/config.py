@@ -279,7 +279,9 @@ def field_help() -> list[tuple[str, str, str]]:
 # ---------------------------------------------------------------------- helpers
 def _closest(key: str, names, prefix: str = "") -> str:
     match = difflib.get_close_matches(key, list(names), n=1, cutoff=0.5)
-    return f" (did you mean {prefix}{match[0]!r}?)" if match else ""
+    if not match:
+        return ""
+    return f" (did you mean {prefix}{match[0]}?)" if prefix else f" (did you mean {match[0]!r}?)"
 
 
 def _is_number(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -101,7 +102,11 @@ def prepare_parameters(model, config: TrainConfig):
 def training_arguments(config: TrainConfig):
     from transformers import TrainingArguments
 
+    checkpointing = {"use_reentrant": False} if config.gradient_checkpointing else None
+    parameters = inspect.signature(TrainingArguments.__init__).parameters
+    prefix = "activation" if "activation_checkpointing" in parameters else "gradient"  # renamed in transformers 5
     return TrainingArguments(
+        **{f"{prefix}_checkpointing": config.gradient_checkpointing, f"{prefix}_checkpointing_kwargs": checkpointing},
         output_dir=config.output_dir,
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -113,8 +118,6 @@ def training_arguments(config: TrainConfig):
         lr_scheduler_type=config.lr_scheduler_type,
         max_grad_norm=config.max_grad_norm,
         bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         deepspeed=config.deepspeed,
         logging_steps=config.logging_steps,
         save_strategy="steps",

@@ -7,7 +7,9 @@ learning rate and weight decay applies to weights, not to biases and norms.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections import defaultdict
 
 import torch
@@ -93,3 +95,70 @@ class FluxMemTrainer(Trainer):
             logs["fluxmem_retained"] = round(sum(self._retained) / len(self._retained), 4)
             self._retained = []
         super().log(logs, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume full-model weights under the model's own key names.
+
+        transformers 5 saves Qwen2.5-VL in its legacy key layout (``model.layers.*``,
+        ``visual.*``) while the module holds ``model.language_model.*`` / ``model.visual.*``; the
+        stock resume loads the file with ``load_state_dict`` and silently keeps the fresh
+        weights. Here the saved names are mapped back through the model's own conversion.
+        """
+        model = self.model if model is None else model
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        names = _saved_names(model)
+        files = _weight_files(resume_from_checkpoint)
+        if names is None or files is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from safetensors.torch import load_file
+
+        by_saved = {saved: name for name, saved in names.items()}
+        state, unknown = {}, []
+        for path in files:
+            for key, tensor in load_file(path, device="cpu").items():
+                if key in by_saved:
+                    state[by_saved[key]] = tensor
+                else:
+                    unknown.append(key)
+        result = model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if k in names]
+        if missing or unknown:
+            raise RuntimeError(
+                f"checkpoint {resume_from_checkpoint} does not match the model: missing {missing[:5]}, unexpected {unknown[:5]}"
+            )
+        logger.info("resumed %d weight tensors from %s", len(state), resume_from_checkpoint)
+
+
+def _saved_names(model) -> dict[str, str] | None:
+    """In-memory parameter name -> name in a saved checkpoint, when saving only renames tensors
+    (None when it transforms some, or the installed transformers has no conversion API)."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return None
+    current = model.state_dict()
+    by_id = {id(tensor): name for name, tensor in current.items()}
+    try:
+        saved = revert_weight_conversion(model, dict(current))
+    except Exception:  # pragma: no cover - unexpected conversion kinds
+        return None
+    names = {}
+    for key, tensor in saved.items():
+        name = by_id.get(id(tensor))
+        if name is None:
+            return None
+        names[name] = key
+    return names
+
+
+def _weight_files(directory: str) -> list[str] | None:
+    single = os.path.join(directory, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        return [os.path.join(directory, shard) for shard in shards]
+    return None

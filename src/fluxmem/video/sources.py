@@ -76,8 +76,8 @@ class FrameSource:
             self.is_live = src.lower().startswith(_LIVE_SCHEMES)
         self._stream = video_stream(self._container, self.name)
         rate = self._stream.average_rate or self._stream.guessed_rate
-        if self.fps is None and rate is not None and float(rate) > 0:
-            self.fps = float(rate)
+        if rate is not None and float(rate) > 0:
+            self.fps = float(rate)  # the stream's own rate wins over a given fps
         return self._av_frames()
 
     # -- frame generators ------------------------------------------------------------------
@@ -177,7 +177,8 @@ def open_source(
 
     `source`: a video file path; a camera (`/dev/videoN` or the integer N, read through v4l2); a
     network URL (rtsp://, rtmp://, http(s)://, ...); or frames in memory (a [T, H, W, 3] uint8
-    array or a list of PIL images / HxWx3 arrays) together with `fps`. `realtime=True` paces files,
+    array or a list of PIL images / HxWx3 arrays) together with `fps` (for other sources `fps` is only
+    a fallback when the stream states no rate). `realtime=True` paces files,
     http(s) videos and in-memory clips at their true speed (live sources are paced by nature). `options` go to
     FFmpeg (e.g. {"video_size": "640x480", "framerate": "30"} for a camera).
     """

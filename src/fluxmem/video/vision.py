@@ -321,7 +321,8 @@ def process_vision_info(conversations, return_video_kwargs: bool = False, image_
     `(images, videos, video_kwargs)`. Images are PIL images; videos are float32 [T, 3, H, W]
     tensors with T even. `video_kwargs` is `{}` without videos, else
     `{"videos_kwargs": {"do_sample_frames": False, "do_resize": False, "video_metadata": [...]}}`
-    (see the module docstring); use `fetch_video` to get the sampled indices and timestamps too.
+    (plus `cap_pixels_per_frame=False` where transformers knows it; see the module docstring).
+    Use `fetch_video` to get the sampled indices, timestamps and true fps as well.
     """
     images, clips = [], []
     for ele in extract_vision_info(conversations):

@@ -75,10 +75,12 @@ def draw_step(
     width: int | None = None,
     banner: bool = True,
     caption: str | None = None,
+    two_line_banner: bool | None = None,
 ) -> Image.Image:
     """The step's picture with TAS drops dimmed and hatched, SDC clusters outlined with their anchor
     marked, and (with ``banner``) a tier banner above it. ``width`` defaults to an integer upscale
-    (see :func:`default_scale`); the height follows the frame's aspect ratio."""
+    (see :func:`default_scale`); the height follows the frame's aspect ratio. The banner takes two
+    lines when one is too narrow (``two_line_banner`` forces either, for tiles that must align)."""
     image = Image.fromarray(step.image)
     grid_h, grid_w = step.grid_hw
     if width is None:
@@ -111,7 +113,7 @@ def draw_step(
         _draw_clusters(picture, step, xs, ys, line)
     if not banner:
         return picture
-    return _with_banner(picture, step, caption)
+    return _with_banner(picture, step, caption, two_line_banner)
 
 
 def _draw_clusters(picture: Image.Image, step: StepView, xs: list[int], ys: list[int], line: int) -> None:
@@ -153,18 +155,31 @@ def banner_text(step: StepView) -> tuple[str, str]:
     return f"step {step.index} | {when} | {TIER_LABELS.get(step.tier, step.tier.upper())}", f"kept {step.kept_tokens}/{step.tokens}"
 
 
-def _with_banner(picture: Image.Image, step: StepView, caption: str | None) -> Image.Image:
-    size = max(11, min(22, picture.width // 28))
+def banner_fits_one_line(step: StepView, width: int, caption: str | None = None) -> bool:
+    """Whether the banner's two halves fit side by side, a clear gap between them, in ``width`` pixels."""
+    size, pad = _banner_metrics(width)
+    left, right = banner_text(step)
+    if caption:
+        left = f"{caption} | {left}"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return measure.textlength(left, font=font(size, bold=True)) + measure.textlength(right, font=font(size)) + 2 * pad + 2 * size <= width
+
+
+def _banner_metrics(width: int) -> tuple[int, int]:
+    size = max(11, min(22, width // 28))
+    return size, max(3, size // 3)
+
+
+def _with_banner(picture: Image.Image, step: StepView, caption: str | None, two_lines: bool | None = None) -> Image.Image:
+    size, pad = _banner_metrics(picture.width)
     regular, bold = font(size), font(size, bold=True)
     left, right = banner_text(step)
     if caption:
         left = f"{caption} | {left}"
     background, ink = TIER_BANNER.get(step.tier, TIER_BANNER["short"])
-    pad = max(3, size // 3)
     measure = ImageDraw.Draw(picture)
-    left_w = measure.textlength(left, font=bold)
     right_w = measure.textlength(right, font=regular)
-    one_line = left_w + right_w + 3 * pad <= picture.width
+    one_line = banner_fits_one_line(step, picture.width, caption) if two_lines is None else not two_lines
     height = (size + 2 * pad) if one_line else (2 * size + 3 * pad)
     canvas = Image.new("RGB", (picture.width, picture.height + height), background)
     canvas.paste(picture, (0, height))

@@ -183,7 +183,8 @@ def trace_from_records(
     display: str = "blend",
 ) -> MemoryTrace:
     """Build a trace from the memory's records and the raw frames the model saw (``[N, H, W, 3]``,
-    N = ``len(records) * temporal_patch_size``; the streaming demo calls this on its session's memory)."""
+    resized to the model's size, ``temporal_patch_size`` frames per record in the order of
+    ``records``, which may be any consecutive run of steps; the demo passes the latest few)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"frames must be [N, H, W, 3], got shape {frames.shape}.")
@@ -197,8 +198,8 @@ def trace_from_records(
         rate = sample_fps or 1.0
         timestamps = [i / rate for i in range(len(frames))]
     steps = []
-    for record in records:
-        first = record.index * temporal_patch_size
+    for position, record in enumerate(records):
+        first = position * temporal_patch_size
         last = first + temporal_patch_size - 1
         tas = _grid(record.tas_dropped, grid_hw, False).astype(bool)
         steps.append(
@@ -207,7 +208,7 @@ def trace_from_records(
                 tier=record.tier,
                 start_s=float(timestamps[first]),
                 end_s=float(timestamps[last]),
-                image=step_image(frames, record.index, temporal_patch_size, display),
+                image=step_image(frames, position, temporal_patch_size, display),
                 keep=_grid(record.keep, grid_hw, True).astype(bool),
                 tas_dropped=tas,
                 merged_into=_grid(record.merged_into, grid_hw, -1).astype(np.int64),

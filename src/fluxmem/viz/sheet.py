@@ -7,7 +7,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from .overlay import draw_step, font, legend
+from .overlay import banner_fits_one_line, draw_step, font, legend
 from .records import MemoryTrace
 
 MAX_SHEET_WIDTH = 1600
@@ -28,13 +28,17 @@ def title_line(trace: MemoryTrace) -> str:
     )
 
 
-def contact_sheet(trace: MemoryTrace, *, columns: int | None = None, tile_width: int | None = None) -> Image.Image:
-    """All steps side by side in time order (left to right, top to bottom)."""
+def contact_sheet(
+    trace: MemoryTrace, *, columns: int | None = None, tile_width: int | None = None, title: str | None = None
+) -> Image.Image:
+    """All steps side by side in time order (left to right, top to bottom), a title line (default:
+    the token counts of the whole trace) and the legend."""
     steps = trace.steps
     if not steps:
         raise ValueError("the trace has no grid steps to draw")
     tile_width = tile_width or _tile_width(len(steps), steps[0].image.shape[1])
-    tiles = [draw_step(step, width=tile_width) for step in steps]
+    two_lines = not all(banner_fits_one_line(step, tile_width) for step in steps)  # tiles align
+    tiles = [draw_step(step, width=tile_width, two_line_banner=two_lines) for step in steps]
     gap = 6
     if columns is None:
         columns = max(1, min(len(tiles), (MAX_SHEET_WIDTH + gap) // (tile_width + gap)))
@@ -49,7 +53,7 @@ def contact_sheet(trace: MemoryTrace, *, columns: int | None = None, tile_width:
     # the title may be wider than the sheet: wrap it at " | "
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines, current = [], ""
-    for part in title_line(trace).split(" | "):
+    for part in (title if title is not None else title_line(trace)).split(" | "):
         candidate = part if not current else f"{current} | {part}"
         if current and measure.textlength(candidate, font=title_font) > sheet_w - 2 * gap:
             lines.append(current)

@@ -46,7 +46,6 @@ class _VisionCache:
     videos: list | None = None
     video_kwargs: dict = field(default_factory=dict)
     encoded: dict | None = None
-    hits: int = 0
 
 
 def _bool(name: str, value) -> bool:
@@ -143,19 +142,24 @@ class FluxMemQwen2_5_VL(lmms):
         )
         self.memory_config.grid_steps()  # short_frames below one grid step fails here, not mid-run
         self.use_fluxmem = _bool("use_fluxmem", use_fluxmem)
+        try:
+            fps = float(fps)
+        except (TypeError, ValueError):
+            raise ConfigError(f"fps must be a number of frames per second, got {fps!r}.") from None
         self.sampling = SamplingOptions(
-            fps=float(fps),
+            fps=fps,
             max_frames=_messages.parse_count("max_frames", max_frames),
             min_frames=_messages.parse_count("min_frames", min_frames),
             max_pixels=_messages.parse_count("max_pixels", max_pixels),
             min_pixels=_messages.parse_count("min_pixels", min_pixels),
             total_pixels=_messages.parse_count("total_pixels", total_pixels),
         )
-        self.default_max_new_tokens = _messages.parse_count("max_new_tokens", max_new_tokens)
+        self.default_max_new_tokens = _messages.parse_count("max_new_tokens", max_new_tokens) or _messages.DEFAULT_MAX_NEW_TOKENS
         self.system_prompt = self._resolve_system_prompt(system_prompt) if system_prompt else None
         self.cache_videos = _bool("cache_videos", cache_videos)
         self.strict = _bool("strict", strict)
         self._cache = _VisionCache()
+        self.video_cache_hits = 0
         self.failures: list[dict] = []
         self.memory_totals = {"requests": 0, "tokens": 0, "kept": 0}
 
@@ -246,7 +250,7 @@ class FluxMemQwen2_5_VL(lmms):
         cached = key is not None and key == self._cache.key
         if cached:
             images, videos, video_kwargs = self._cache.images, self._cache.videos, self._cache.video_kwargs
-            self._cache.hits += 1
+            self.video_cache_hits += 1
         else:
             images, videos, video_kwargs = process_vision_info(conversation, return_video_kwargs=True)
         inputs = self.processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)

@@ -1,0 +1,172 @@
+"""``fluxmem stream SOURCE --model M --questions FILE.jsonl``: answer questions on a live stream.
+
+SOURCE is a video file, a camera (``/dev/video0`` or an index) or a network URL (RTSP/HTTP),
+opened with PyAV. Questions are JSON lines ``{"time": seconds, "question": "..."}``; each is asked
+as soon as the stream has passed its time (questions after the end are asked at the end). Answers
+are written as JSON lines ``{time, stream_time, question, answer, latency_ms, memory}``, flushed
+after each; scene-change events (``--proactive``) as ``{event, time, change_fraction, ...}``.
+A source that ends or fails mid-stream ends the run cleanly with what was answered kept. Frames
+whose size differs from the first frame's are resized to it (the session itself refuses them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, FluxMemError, InputError
+from . import options
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("stream", help="answer questions on a live or recorded video stream", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="video file, camera (/dev/video0 or 0) or URL (rtsp://, http://)")
+    parser.add_argument("--questions", default=None, help='JSON lines {"time": seconds, "question": "..."}')
+    parser.add_argument("--out", default=None, help="write answers here (JSON lines); default: standard output")
+    parser.add_argument("--realtime", action="store_true", help="pace a file at its true speed (default: as fast as possible)")
+    parser.add_argument("--proactive", action="store_true", help="emit scene-change events")
+    parser.add_argument("--gamma", type=float, default=0.5, help="scene-change threshold on the changed-token fraction")
+    parser.add_argument("--instruction", default=None, help="standing instruction answered at each scene change")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-memory-tokens", type=int, default=None, help="cap on visual tokens held (oldest long-term dropped)")
+    parser.add_argument("--no-cache-reuse", action="store_true", help="prefill everything at each question")
+    parser.add_argument("--history", action="store_true", help="keep earlier questions and answers in the prompt")
+    options.add_model_options(parser)
+    options.add_memory_options(parser)
+    group = parser.add_argument_group("frame sampling")
+    group.add_argument("--fps", type=float, default=1.0, help="frames per second to sample (default %(default)s)")
+    group.add_argument("--max-pixels", type=int, default=None, help="pixel budget per frame (fixed, e.g. 401408 = 512*28*28)")
+    group.add_argument("--min-pixels", type=int, default=None)
+    parser.set_defaults(handler=run)
+
+
+def read_questions(path: str | None) -> list[dict]:
+    """Questions sorted by time; a clear error naming the line for anything malformed."""
+    if path is None:
+        return []
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"questions file {path!r} does not exist; pass a JSON-lines file of {{\"time\", \"question\"}}.")
+    questions = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
+        if not isinstance(item, dict):
+            raise InputError(f"{path}:{number}: expected an object {{\"time\": seconds, \"question\": \"...\"}}.")
+        moment, question = item.get("time"), item.get("question")
+        if isinstance(moment, bool) or not isinstance(moment, (int, float)) or moment < 0:
+            raise InputError(f"{path}:{number}: \"time\" must be a number of seconds >= 0, got {moment!r}.")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"{path}:{number}: the question is empty; give the text to ask.")
+        questions.append({"time": float(moment), "question": question})
+    questions.sort(key=lambda q: q["time"])  # stable: same-time questions keep their order
+    return questions
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..session import StreamSession
+    from ..video import open_source
+
+    questions = read_questions(args.questions)
+    if not questions and not args.proactive:
+        raise ConfigError("nothing to do: pass --questions FILE.jsonl and/or --proactive.")
+    if args.instruction is not None and not args.proactive:
+        raise ConfigError("--instruction is answered at scene changes; add --proactive.")
+    options.memory_config(args)
+    source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
+    with source:
+        model, processor = options.load(args)
+        session = StreamSession(
+            model,
+            processor,
+            options.memory_config(args),
+            fps=args.fps,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            reuse_cache=not args.no_cache_reuse,
+            max_memory_tokens=args.max_memory_tokens,
+            history=args.history,
+            proactive=args.proactive,
+            gamma=args.gamma,
+            instruction=args.instruction,
+            instruction_max_new_tokens=args.max_new_tokens,
+        )
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        try:
+            _stream(source, session, questions, args.max_new_tokens, out)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    return 0
+
+
+def _stream(source, session, questions: list[dict], max_new_tokens: int, out) -> None:
+    pending = list(questions)
+    first_size, warned = None, False
+    frames = iter(source)
+    while True:
+        try:
+            frame, timestamp = next(frames)
+        except StopIteration:
+            break
+        except FluxMemError as error:  # a source that fails mid-stream ends the run
+            logger.warning("the stream ended: %s", error)
+            break
+        while pending and pending[0]["time"] < timestamp:
+            _write(out, _answer(session, pending.pop(0), max_new_tokens))
+        if first_size is None:
+            first_size = frame.shape[:2]
+        elif frame.shape[:2] != first_size:
+            if not warned:
+                logger.warning("frame size changed from %s to %s; resizing to the first frame's size", first_size, frame.shape[:2])
+                warned = True
+            frame = _resize(frame, first_size)
+        try:
+            events = session.push(frame, timestamp)
+        except InputError as error:  # e.g. a timestamp going backwards in a broken stream: skip the frame
+            logger.warning("frame at %.3f s skipped: %s", timestamp, error)
+            continue
+        for event in events:
+            _write(out, event.to_dict())
+    for question in pending:  # asked at the end, on everything the stream showed
+        _write(out, _answer(session, question, max_new_tokens))
+
+
+def _answer(session, question: dict, max_new_tokens: int) -> dict:
+    answer = session.ask(question["question"], max_new_tokens=max_new_tokens)
+    return {
+        "time": question["time"],
+        "stream_time": session.time,
+        "question": question["question"],
+        "answer": answer.text,
+        "latency_ms": round(answer.latency_ms, 3),
+        "memory": answer.memory,
+    }
+
+
+def _write(out, record: dict) -> None:
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+
+
+def _resize(frame, size):
+    import numpy as np
+    from PIL import Image
+
+    height, width = size
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
+def _camera_index(source: str):
+    return int(source) if source.isdigit() else source
+

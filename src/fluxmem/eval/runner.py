@@ -1,0 +1,842 @@
+"""Benchmark runs: StreamingBench and OVO-Bench answered by a model, resumable and shardable.
+
+A run turns the benchmark's questions (:mod:`.streamingbench`, :mod:`.ovobench`) into answers:
+
+* each question sees only its window of the video, decoded directly from the file with
+  end-anchored sampling (frames at exactly ``1/fps`` ending at the question's time, newest kept
+  under ``max_frames``): nothing is re-encoded to disk;
+* every answer is appended (and fsynced) to ``answers.jsonl`` as soon as it exists, with the
+  prompt, raw reply, extracted answer, correctness, latency and peak memory; a rerun with the same
+  ``out`` directory answers only what is missing;
+* messy data never stops the run: missing or unreadable videos, questions past the end of their
+  video (clamped by default) are written as skip records or warnings and counted;
+* under ``torchrun`` / ``accelerate launch`` (``RANK``/``WORLD_SIZE`` set) each process answers
+  its shard into ``answers.rank{K}.jsonl``; rank 0 waits for the other shards and merges them;
+* at the end :func:`score_run` writes ``scores.json`` and ``scores.md`` (official and robust
+  columns side by side). ``fluxmem score DIR`` calls the same function on the files alone.
+
+Files in the output directory: ``run.json`` (package version, model, memory and sampling
+settings, the data issues met while loading), ``items.jsonl`` (the questions, normalised),
+``answers.jsonl``, ``scores.json``, ``scores.md``.
+
+Forward-probing tasks (OVO-Bench REC/SSR/CRR probes, StreamingBench proactive polling) are
+answered offline, one independent query per probe on its own clip, as the benchmarks define them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ..errors import ConfigError, InputError, VideoError
+from ..inference import SamplingOptions
+from ..memory import FluxMemConfig
+from . import ovobench, streamingbench
+from .common import (
+    LETTERS,
+    DataIssues,
+    EvalItem,
+    ScoreTable,
+    append_jsonl,
+    dedupe_by_uid,
+    fit_to_duration,
+    iter_jsonl,
+    robust_letter,
+    shard_items,
+    skip_record,
+)
+
+log = logging.getLogger("fluxmem.eval")
+
+BENCHMARKS = ("streamingbench", "ovobench")
+ANSWERS = "answers.jsonl"
+RUN_FILE = "run.json"
+ITEMS_FILE = "items.jsonl"
+SCORES_JSON = "scores.json"
+SCORES_MD = "scores.md"
+
+#: Record fields that change from one run to the next (timings, memory): leave them out when
+#: comparing two runs' answers.
+VOLATILE_FIELDS = ("latency_ms", "timings_ms", "peak_memory_mb", "peak_memory_kind")
+
+#: Settings that decide the answers: a rerun into the same directory must match them.
+_FINGERPRINT_KEYS = (
+    "benchmark", "model", "use_fluxmem", "memory", "sampling", "context", "tasks", "limit",
+    "max_new_tokens", "past_end", "video_prefix", "items_digest",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that defines a benchmark run (recorded in ``run.json``).
+
+    ``sampling`` holds the frame-sampling options (fps, max_frames, pixel budgets); the window of
+    each question is set per question. ``context``: seconds of video before each question that
+    the model may see (StreamingBench: the benchmark's own context, default 60 s, ``None``/0 for
+    the whole past; OVO-Bench: an extra cap on ``[0, ceil(realtime)]``, default none).
+    ``limit``: at most this many questions, balanced across tasks. ``past_end``: ``"clamp"``
+    questions asked after the end of their video to the video's end, or ``"skip"`` them.
+    """
+
+    benchmark: str
+    annotations: str
+    videos: str
+    out: str
+    model: str = ""
+    use_fluxmem: bool = True
+    memory: FluxMemConfig = field(default_factory=FluxMemConfig)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    context: float | None = None
+    tasks: tuple[str, ...] | None = None
+    limit: int | None = None
+    max_new_tokens: int = 64
+    past_end: str = "clamp"
+    video_prefix: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise ConfigError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.past_end not in ("clamp", "skip"):
+            raise ConfigError(f"--past-end must be 'clamp' or 'skip', got {self.past_end!r}.")
+        if self.context is not None and (not math.isfinite(self.context) or self.context < 0):
+            raise ConfigError(f"--context must be seconds >= 0, got {self.context}.")
+        if not Path(self.videos).is_dir():
+            raise InputError(f"video directory {self.videos} does not exist; pass --videos DIR.")
+        if not Path(self.annotations).exists():
+            raise InputError(f"annotations {self.annotations} do not exist; pass --annotations PATH.")
+        for name in ("video_start", "video_end"):
+            if getattr(self.sampling, name) is not None:
+                raise ConfigError(f"sampling.{name} is set per question by the runner; leave it unset.")
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+
+    def record(self) -> dict[str, Any]:
+        """The settings as plain JSON (memory settings only when FluxMem is on)."""
+        sampling = {k: v for k, v in self.sampling.to_dict().items()
+                    if k not in ("video_start", "video_end", "anchor_end")}
+        sampling["anchor_end"] = True
+        return {
+            "benchmark": self.benchmark,
+            "annotations": str(self.annotations),
+            "videos": str(self.videos),
+            "model": self.model,
+            "use_fluxmem": self.use_fluxmem,
+            "memory": self.memory.to_dict() if self.use_fluxmem else None,
+            "sampling": sampling,
+            "context": self.context,
+            "tasks": list(self.tasks) if self.tasks is not None else None,
+            "limit": self.limit,
+            "max_new_tokens": self.max_new_tokens,
+            "past_end": self.past_end,
+            "video_prefix": self.video_prefix,
+            "device": self.device,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+        }
+
+
+def load_items(settings: RunSettings, issues: DataIssues) -> list[EvalItem]:
+    """The questions of the run, after ``tasks`` and ``limit``."""
+    if settings.benchmark == "streamingbench":
+        items = streamingbench.load_streamingbench(
+            settings.annotations, context=settings.context, tasks=settings.tasks, issues=issues,
+            video_prefix=settings.video_prefix,
+        )
+    else:
+        items = ovobench.load_ovobench(settings.annotations, tasks=settings.tasks, issues=issues)
+        if settings.video_prefix:
+            items = [replace(i, video=f"{settings.video_prefix.rstrip('/')}/{i.video}") for i in items]
+    if settings.limit is not None:
+        items = balanced_subset(items, settings.limit)
+    if not items:
+        raise InputError(
+            f"no question to run in {settings.annotations} (tasks {settings.tasks or 'all'}); "
+            "check --annotations and --tasks."
+        )
+    return items
+
+
+def balanced_subset(items: Sequence[EvalItem], limit: int) -> list[EvalItem]:
+    """At most ``limit`` items taken round-robin across tasks (each task's first items first),
+    returned in their original order: ``--limit 12`` over 12 tasks gives one question each."""
+    by_task: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_task.setdefault(item.task, []).append(i)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < limit and any(depth < len(v) for v in by_task.values()):
+        for idx in by_task.values():
+            if depth < len(idx) and len(picked) < limit:
+                picked.append(idx[depth])
+        depth += 1
+    return [items[i] for i in sorted(picked)]
+
+
+def items_digest(items: Sequence[EvalItem]) -> str:
+    """A short hash of the questions (uids, windows and prompts) of a run."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(f"{it.uid}\x00{it.clip_start}\x00{it.clip_end}\x00{it.prompt}\x01".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place among the processes of a run (from ``RANK``/``WORLD_SIZE``, as set
+    by ``torchrun`` and ``accelerate launch``)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "DistEnv":
+        env = os.environ if env is None else env
+        try:
+            world = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", env.get("LOCAL_RANK", "0")))
+            local = int(env.get("LOCAL_RANK", str(rank)))
+        except ValueError as error:
+            raise ConfigError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {error}") from None
+        if world < 1 or not 0 <= rank < world:
+            raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world}.")
+        return cls(rank, world, local)
+
+    @property
+    def answers_file(self) -> str:
+        return ANSWERS if self.world_size == 1 else f"answers.rank{self.rank}.jsonl"
+
+
+def answer_files(out: str | os.PathLike) -> list[Path]:
+    """The answers files of a run directory: ``answers.jsonl`` then the per-rank parts."""
+    out = Path(out)
+    parts = sorted(out.glob("answers.rank*.jsonl"), key=lambda p: (len(p.name), p.name))
+    main = out / ANSWERS
+    return ([main] if main.exists() else []) + parts
+
+
+def gather_records(out: str | os.PathLike, issues: DataIssues | None = None) -> list[dict[str, Any]]:
+    """All answer records of a run directory (every part), first record per uid kept."""
+    records: list[dict[str, Any]] = []
+    for path in answer_files(out):
+        records.extend(iter_jsonl(path, issues, missing_ok=True))
+    return dedupe_by_uid(records, issues)
+
+
+def merge_answers(out: str | os.PathLike, items: Sequence[EvalItem] | None = None) -> Path:
+    """Write ``answers.jsonl`` as one record per question in question order (per-rank parts
+    merged in, then removed). Records of unknown questions are kept at the end. Atomic."""
+    out = Path(out)
+    records = gather_records(out)
+    if items is not None:
+        order = {it.uid: k for k, it in enumerate(items)}
+        records.sort(key=lambda r: order.get(str(r["uid"]), len(order)))
+    parts = [p for p in answer_files(out) if p.name != ANSWERS]
+    _atomic_write(out / ANSWERS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    for p in parts:
+        p.unlink()
+    return out / ANSWERS
+
+
+def _wait_for_shards(out: Path, items: Sequence[EvalItem], timeout: float) -> bool:
+    """Rank 0: wait until every question has a record in some answers file."""
+    wanted = {it.uid for it in items}
+    started = last_log = time.monotonic()
+    while True:
+        done = {str(r.get("uid")) for p in answer_files(out) for r in iter_jsonl(p, missing_ok=True)}
+        missing = wanted - done
+        if not missing:
+            return True
+        now = time.monotonic()
+        if now - started > timeout:
+            log.warning("gave up waiting for %d answers from the other processes after %.0f s; "
+                        "rerun the same command to finish them", len(missing), timeout)
+            return False
+        if now - last_log > 60:
+            log.info("rank 0 waits for %d answers from the other processes", len(missing))
+            last_log = now
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Answering
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """A model's reply to one prompt on one clip, with what the model saw."""
+
+    text: str
+    frames: int = 0
+    visual_tokens: int = 0
+    kept_tokens: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+#: ``answerer(video_path, clip_start, clip_end, prompt) -> Reply``.
+Answerer = Callable[[Path, float, float, str], Reply]
+
+
+def clip_sampling(base: SamplingOptions, start: float, end: float) -> SamplingOptions:
+    """Sampling options that decode only ``[start, end]`` seconds, anchored at ``end``.
+
+    A zero-length window sees the one frame shown at ``end``. ``video_end`` is kept above 0
+    because a 0 would be dropped from the message item (read as "the whole video").
+    """
+    end = max(float(end), 1e-3)
+    if end - start <= 1e-9:
+        return replace(base, video_start=None, video_end=end, anchor_end=True, max_frames=1)
+    return replace(base, video_start=float(start) if start > 0 else None, video_end=end,
+                   anchor_end=True)
+
+
+class ModelAnswerer:
+    """Answers prompts about clips with a loaded model (greedy decoding)."""
+
+    def __init__(self, model, processor, sampling: SamplingOptions, *, max_new_tokens: int = 64,
+                 use_fluxmem: bool = True) -> None:
+        self.model, self.processor = model, processor
+        self.sampling, self.max_new_tokens, self.use_fluxmem = sampling, max_new_tokens, use_fluxmem
+
+    def __call__(self, video: Path, start: float, end: float, prompt: str) -> Reply:
+        from ..inference import answer
+
+        sampling = clip_sampling(self.sampling, start, end)
+        result = answer(self.model, self.processor, video, prompt, sampling=sampling,
+                        max_new_tokens=self.max_new_tokens, use_fluxmem=self.use_fluxmem)
+        memory = result.memory if self.use_fluxmem else {}
+        return Reply(
+            text=result.text,
+            visual_tokens=int(memory.get("tokens", 0)),
+            kept_tokens=int(memory.get("kept", memory.get("tokens", 0))),
+            timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
+        )
+
+
+class _PeakMemory:
+    """Peak memory of one question: GPU allocator peak when on CUDA, else the process's RSS peak."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+        self.kind = "cuda_max_allocated" if self.cuda else "process_rss_peak"
+
+    def reset(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def read_mb(self) -> float:
+        if self.cuda:
+            import torch
+
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _extract(item: EvalItem, reply: Any) -> dict[str, Any]:
+    """What each scoring rule read in the reply (for people reading the answers file)."""
+    if item.kind in ("mcq", "sqa"):
+        n = len(item.options) or 7
+        if item.benchmark == "ovobench":  # the official rule: every option letter in the reply
+            official = "".join(ch for ch in LETTERS[:n] if isinstance(reply, str) and ch in reply)
+            return {"official": official or None, "robust": robust_letter(reply, n)}
+        return {"official": streamingbench.official_letter(reply), "robust": robust_letter(reply, n)}
+    if item.kind == "proactive":
+        res = streamingbench.score_proactive_dialog(reply, item.meta["gt_time"], item.gold)
+        return {"t_yes": res.t_yes, "answer": res.answer}
+    if item.kind == "rec":
+        return {"official": ovobench.rec_digits(reply) or None, "robust": ovobench.strict_count(reply)}
+    said = [v for v in ("Yes", "No") if ovobench.official_yes_no(reply, v)]
+    return {"official": "/".join(said) or None, "robust": ovobench.strict_yes_no(reply)}
+
+
+def _score_reply(item: EvalItem, reply: Any):
+    module = streamingbench if item.benchmark == "streamingbench" else ovobench
+    return module.score_reply(item, reply)
+
+
+def _item_record_fields(item: EvalItem) -> dict[str, Any]:
+    d = item.to_dict()
+    prompt = d.pop("prompt")
+    return {"category": item.category, "kind": item.kind, "prompt": prompt, "gold": item.gold,
+            "eval_item": d}
+
+
+class _VideoInfoCache:
+    """Probes each video once: its duration, or why it cannot be used."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, Any] = {}
+
+    def get(self, path: Path):
+        if path not in self._cache:
+            from ..video import probe_video
+
+            if not path.exists():
+                self._cache[path] = ("missing_video", f"{path} does not exist")
+            else:
+                try:
+                    self._cache[path] = probe_video(path)
+                except VideoError as error:
+                    self._cache[path] = ("unreadable_video", str(error).splitlines()[0][:300])
+        return self._cache[path]
+
+
+def answer_item(
+    item: EvalItem,
+    settings: RunSettings,
+    answerer: Answerer,
+    videos: _VideoInfoCache,
+    run_issues: DataIssues,
+    peak: _PeakMemory | None = None,
+) -> dict[str, Any]:
+    """Answer one question and return its answers-file record (a skip record when the video is
+    missing or unreadable, or the question cannot be placed in it)."""
+    base = _item_record_fields(item)
+    path = Path(settings.videos) / item.video
+    info = videos.get(path)
+    if isinstance(info, tuple):
+        reason, detail = info
+        run_issues.skip(reason, f"{item.uid}: {detail}")
+        return skip_record(item, reason, detail, **base)
+    local = DataIssues(log_limit=0)
+    fitted = fit_to_duration(item, info.duration, local, policy=settings.past_end)
+    warnings = sorted(local.counts)
+    for kind in warnings:
+        (run_issues.skip if local.skipped.get(kind) else run_issues.warn)(
+            kind, (local.examples.get(kind) or [item.uid])[0])
+    if fitted is None:
+        reason = next(iter(local.skipped))
+        return skip_record(item, reason, (local.examples.get(reason) or [""])[0], **base)
+    if item.benchmark == "ovobench" and settings.context:
+        fitted = replace(fitted, clip_start=max(fitted.clip_start, fitted.clip_end - settings.context))
+
+    replies: list[Reply] = []
+
+    def ask(start: float, end: float, prompt: str) -> str:
+        reply = answerer(path, start, end, prompt)
+        replies.append(reply)
+        return reply.text
+
+    if peak is not None:
+        peak.reset()
+    started = time.perf_counter()
+    try:
+        if item.kind == "proactive":
+            response: Any = streamingbench.run_proactive_dialog(fitted, ask)
+        else:
+            response = ask(fitted.clip_start, fitted.clip_end, fitted.prompt)
+    except VideoError as error:
+        detail = str(error).splitlines()[0][:300]
+        run_issues.skip("video_decode_error", f"{item.uid}: {detail}")
+        return skip_record(item, "video_decode_error", detail, **base)
+    latency = (time.perf_counter() - started) * 1000
+    verdict = _score_reply(item, response)
+    timings: Counter[str] = Counter()
+    for r in replies:
+        timings.update(r.timings_ms)
+    record = {
+        "uid": item.uid,
+        "benchmark": item.benchmark,
+        "task": item.task,
+        "response": response,
+        **base,
+        "clip": [fitted.clip_start, fitted.clip_end],
+        "extracted": _extract(item, response),
+        "correct": {"official": verdict.official, "robust": bool(verdict.robust)},
+        "model_calls": len(replies),
+        "visual_tokens": sum(r.visual_tokens for r in replies),
+        "kept_tokens": sum(r.kept_tokens for r in replies),
+        "latency_ms": round(latency, 3),
+        "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if peak is not None:
+        record["peak_memory_mb"] = peak.read_mb()
+        record["peak_memory_kind"] = peak.kind
+    if warnings:
+        record["warnings"] = warnings
+    if item.kind == "proactive":
+        record["final_prompt"] = item.meta.get("final_prompt")
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_benchmark` did. ``scores``/``table`` are ``None`` on ranks other than 0
+    and when rank 0 gave up waiting for the others."""
+
+    out: Path
+    answered: int
+    total: int
+    scores: dict[str, Any] | None = None
+    table: ScoreTable | None = None
+    issues: DataIssues = field(default_factory=DataIssues)
+    rank: int = 0
+
+
+def run_benchmark(
+    settings: RunSettings,
+    *,
+    model=None,
+    processor=None,
+    answerer: Answerer | None = None,
+    dist: DistEnv | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    merge_timeout: float = 6 * 3600,
+) -> RunResult:
+    """Answer every question of ``settings`` not yet answered in ``settings.out``, then (rank 0)
+    merge and score. ``model``/``processor`` (or any ``answerer``) skip loading ``settings.model``.
+    ``on_record`` sees each record right after it is written."""
+    from tqdm.auto import tqdm
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dist = dist or DistEnv.from_env()
+    loader_issues = DataIssues()
+    items = load_items(settings, loader_issues)
+    _prepare_run_dir(out, settings, items, loader_issues, dist)
+
+    done = {str(r["uid"]) for r in gather_records(out)}
+    mine = shard_items(items, dist.world_size, dist.rank) if dist.world_size > 1 else list(items)
+    pending = [it for it in mine if it.uid not in done]
+    prefix = f"[rank {dist.rank}/{dist.world_size}] " if dist.world_size > 1 else ""
+    if done:
+        log.warning("%sresuming in %s: %d of %d questions already answered, %d to go",
+                    prefix, out, len(mine) - len(pending), len(mine), len(pending))
+
+    run_issues = DataIssues()
+    device = settings.device
+    if pending and answerer is None:
+        if model is None:
+            model, processor, device = _load_model(settings, dist)
+        else:
+            device = str(getattr(model, "device", "cpu"))
+        answerer = ModelAnswerer(model, processor, settings.sampling,
+                                 max_new_tokens=settings.max_new_tokens,
+                                 use_fluxmem=settings.use_fluxmem)
+    peak = _PeakMemory(device) if pending else None
+    answers_path = out / dist.answers_file
+    videos = _VideoInfoCache()
+    for item in tqdm(pending, desc=f"{prefix}{settings.benchmark}", unit="q", disable=not progress):
+        record = answer_item(item, settings, answerer, videos, run_issues, peak)
+        append_jsonl(answers_path, record)
+        if on_record is not None:
+            on_record(record)
+    result = RunResult(out=out, answered=len(pending), total=len(items), issues=run_issues, rank=dist.rank)
+    if dist.rank != 0:
+        log.warning("%sdone: %d answers in %s; rank 0 merges and scores", prefix, len(pending), answers_path)
+        return result
+    if dist.world_size > 1 and not _wait_for_shards(out, items, merge_timeout):
+        return result
+    merge_answers(out, items)
+    result.scores, result.table = score_run(out)
+    _finish_run_file(out, result.scores)
+    return result
+
+
+def _load_model(settings: RunSettings, dist: DistEnv):
+    import torch
+
+    from ..loading import load_model, resolve_device
+
+    device = resolve_device(settings.device)
+    if dist.world_size > 1 and device == "cuda":
+        device = f"cuda:{dist.local_rank % max(1, torch.cuda.device_count())}"
+    model, processor = load_model(
+        settings.model, device=device, dtype=settings.dtype,
+        attn_implementation=settings.attn_implementation, fluxmem=settings.memory,
+        use_fluxmem=settings.use_fluxmem,
+    )
+    return model, processor, device
+
+
+def _version_record() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"fluxmem": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _fingerprint(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in _FINGERPRINT_KEYS}
+
+
+def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem],
+                     loader_issues: DataIssues, dist: DistEnv) -> None:
+    """Write ``run.json`` and ``items.jsonl``; refuse a directory holding a different run."""
+    settings_record = settings.record()
+    settings_record["items_digest"] = items_digest(items)
+    run_path = out / RUN_FILE
+    if run_path.exists():
+        try:
+            previous = json.loads(run_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"{run_path} is unreadable ({error}); use a new --out directory.") from None
+        old, new = _fingerprint(previous.get("settings", {})), _fingerprint(settings_record)
+        if old != new:
+            diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in _FINGERPRINT_KEYS if old[k] != new[k])
+            raise ConfigError(
+                f"{out} holds a run with other settings ({diffs}); rerun with the same settings to "
+                "resume it, or pass a new --out directory."
+            )
+        if dist.rank != 0:
+            return
+        record = previous
+        record["settings"] = settings_record  # paths may have moved
+        record["resumed"] = int(record.get("resumed", 0)) + 1
+        record["status"] = "running"
+    else:
+        record = {
+            "benchmark": settings.benchmark,
+            "versions": _version_record(),
+            "settings": settings_record,
+            "world_size": dist.world_size,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            "questions": len(items),
+            "data_issues": loader_issues.to_dict(),
+        }
+    record["world_size"] = dist.world_size
+    _atomic_write(run_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    items_text = "".join(json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in items)
+    items_path = out / ITEMS_FILE
+    if not items_path.exists() or items_path.read_text(encoding="utf-8") != items_text:
+        _atomic_write(items_path, items_text)
+
+
+def _finish_run_file(out: Path, scores: Mapping[str, Any]) -> None:
+    path = out / RUN_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["status"] = "finished"
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["summary"] = {"overall": scores.get("overall"), "robust_overall": scores.get("robust", {}).get("overall"),
+                         "answers": scores.get("answers"), "run_issues": scores.get("data", {}).get("run")}
+    _atomic_write(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a run directory
+# --------------------------------------------------------------------------------------------
+
+
+def issues_from_dict(data: Mapping[str, Any] | None) -> DataIssues:
+    """A quiet :class:`DataIssues` holding the counts of :meth:`DataIssues.to_dict`."""
+    issues = DataIssues(log_limit=0)
+    data = data or {}
+    issues.counts.update(data.get("warnings", {}))
+    issues.skipped.update(data.get("skipped", {}))
+    issues.notes.update(data.get("notes", {}))
+    issues.examples.update({k: list(v) for k, v in data.get("examples", {}).items()})
+    return issues
+
+
+def _items_of_run(out: Path, records: Sequence[Mapping[str, Any]]) -> list[EvalItem]:
+    path = out / ITEMS_FILE
+    if path.exists():
+        return [EvalItem.from_dict(d) for d in iter_jsonl(path)]
+    items = []
+    for rec in records:  # the answers file alone: every record carries its question
+        if isinstance(rec.get("eval_item"), Mapping):
+            d = dict(rec["eval_item"], prompt=rec.get("prompt", ""))
+            items.append(EvalItem.from_dict(d))
+    return items
+
+
+def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, Any], ScoreTable]:
+    """Scores of a run directory from its files alone (``answers*.jsonl``, with ``items.jsonl``
+    and ``run.json`` when present); writes ``scores.json`` and ``scores.md``."""
+    out = Path(out)
+    if not answer_files(out):
+        raise InputError(f"{out} holds no {ANSWERS}; pass the --out directory of a fluxmem eval run.")
+    run = {}
+    if (out / RUN_FILE).exists():
+        run = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    read_issues = DataIssues(log_limit=0)
+    records = gather_records(out, read_issues)
+    items = _items_of_run(out, records)
+    if not items:
+        raise InputError(f"{out}: no question found in {ITEMS_FILE} or in the answers' records.")
+    benchmark = run.get("benchmark") or items[0].benchmark
+    loader = issues_from_dict(run.get("data_issues"))
+    amap = {str(r["uid"]): r for r in records}
+    if benchmark == "streamingbench":
+        scores = streamingbench.score_streamingbench(items, amap, loader)
+    else:
+        scores = ovobench.score_ovobench(items, amap, loader)
+    settings = run.get("settings", {})
+    uids = {it.uid for it in items}
+    mine = [r for r in records if str(r["uid"]) in uids]
+    answered = [r for r in mine if not r.get("skipped")]
+    run_warnings: Counter[str] = Counter(w for r in mine for w in r.get("warnings", []))
+    run_skips: Counter[str] = Counter(str(r["skipped"]) for r in mine if r.get("skipped"))
+    scores["data"] = {
+        "loader": run.get("data_issues") or DataIssues().to_dict(),
+        "run": {"warnings": dict(sorted(run_warnings.items())), "skipped": dict(sorted(run_skips.items()))},
+        "answers_file": read_issues.to_dict()["warnings"],
+    }
+    scores["answers"] = {"questions": len(items), "answered": len(answered), "skipped": len(mine) - len(answered),
+                         "missing": len(items) - len(mine)}
+    scores["efficiency"] = _efficiency(answered)
+    scores["run"] = {
+        "model": settings.get("model"),
+        "use_fluxmem": settings.get("use_fluxmem"),
+        "memory": settings.get("memory"),
+        "sampling": settings.get("sampling"),
+        "context": settings.get("context"),
+        "max_new_tokens": settings.get("max_new_tokens"),
+        "versions": run.get("versions"),
+    }
+    if benchmark == "streamingbench":
+        scores["task_abbreviations"] = {t: streamingbench.TASK_ABBR.get(t, t) for t in scores["task_categories"]}
+    table = _table(benchmark, scores)
+    if write:
+        _atomic_write(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+        _atomic_write(out / SCORES_MD, table.to_markdown())
+    return scores, table
+
+
+def _efficiency(answered: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    lat = sorted(float(r["latency_ms"]) / max(1, int(r.get("model_calls", 1)))
+                 for r in answered if r.get("latency_ms") is not None)
+    peaks = [float(r["peak_memory_mb"]) for r in answered if r.get("peak_memory_mb") is not None]
+    tokens = sum(int(r.get("visual_tokens", 0)) for r in answered)
+    kept = sum(int(r.get("kept_tokens", 0)) for r in answered)
+    out: dict[str, Any] = {}
+    if lat:
+        out["latency_ms_per_call_mean"] = round(sum(lat) / len(lat), 3)
+        out["latency_ms_per_call_median"] = round(lat[len(lat) // 2], 3)
+    if peaks:
+        out["peak_memory_mb_max"] = max(peaks)
+        kinds = {r.get("peak_memory_kind") for r in answered if r.get("peak_memory_kind")}
+        out["peak_memory_kind"] = "/".join(sorted(kinds))
+    if tokens:
+        out["visual_tokens"] = tokens
+        out["kept_tokens"] = kept
+        out["retained_fraction"] = round(kept / tokens, 6)
+    return out
+
+
+def _settings_note(scores: Mapping[str, Any]) -> list[str]:
+    run = scores.get("run") or {}
+    if not run.get("model") and run.get("use_fluxmem") is None:
+        return []
+    mem = run.get("memory") or {}
+    memory = (f"FluxMem short_frames={mem.get('short_frames')} medium_frames={mem.get('medium_frames')}"
+              if run.get("use_fluxmem") else "baseline (FluxMem off)")
+    samp = run.get("sampling") or {}
+    parts = [f"{k}={samp[k]}" for k in ("fps", "max_frames", "max_pixels", "min_pixels") if samp.get(k)]
+    return [f"model {run.get('model')}; {memory}; sampling {', '.join(parts) or 'defaults'}, end-anchored"]
+
+
+def _table(benchmark: str, scores: Mapping[str, Any]) -> ScoreTable:
+    table = (streamingbench.streamingbench_table(scores) if benchmark == "streamingbench"
+             else ovobench.ovobench_table(scores))
+    table.notes.extend(_settings_note(scores))
+    data = scores.get("data") or {}
+    loader, run = data.get("loader") or {}, data.get("run") or {}
+    if loader.get("warnings"):
+        table.notes.append("data (loading): " + ", ".join(f"{k} {v}" for k, v in loader["warnings"].items()))
+    if run.get("warnings") or run.get("skipped"):
+        counts = Counter(run.get("warnings", {}))
+        counts.update(run.get("skipped", {}))
+        table.notes.append("data (videos): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    ans = scores.get("answers")
+    if ans:
+        table.notes.append(f"questions {ans['questions']}: answered {ans['answered']}, skipped {ans['skipped']}, "
+                           f"missing {ans['missing']}")
+    eff = scores.get("efficiency") or {}
+    if eff.get("latency_ms_per_call_mean") is not None:
+        line = f"latency per model call: mean {eff['latency_ms_per_call_mean']:.0f} ms"
+        if eff.get("peak_memory_mb_max") is not None:
+            line += f"; peak memory {eff['peak_memory_mb_max']:.0f} MB ({eff['peak_memory_kind']})"
+        if eff.get("visual_tokens"):
+            line += f"; visual tokens kept {100 * eff['retained_fraction']:.1f}%"
+        table.notes.append(line)
+    return table
+
+
+def score_replies(
+    benchmark: str,
+    annotations: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    replies: str | os.PathLike | None = None,
+    field_name: str | None = None,
+    context: float | None = 60.0,
+    tasks: Iterable[str] | None = None,
+) -> tuple[dict[str, Any], ScoreTable]:
+    """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
+    ``scores.json``/``scores.md`` into ``out``."""
+    issues = DataIssues()
+    if benchmark == "ovobench":
+        if not replies:
+            raise ConfigError("fluxmem score ovobench needs --replies FILE.jsonl.")
+        scores = ovobench.score_ovobench_replies(annotations, replies, tasks=tasks, issues=issues)
+        table = ovobench.ovobench_table(scores)
+    elif benchmark == "streamingbench":
+        if not field_name:
+            raise ConfigError("fluxmem score streamingbench needs --field NAME (the model's reply field).")
+        scores = streamingbench.score_streamingbench_field(annotations, field_name, context=context,
+                                                           tasks=tasks, issues=issues)
+        scores["task_abbreviations"] = {t: streamingbench.TASK_ABBR.get(t, t) for t in scores["task_categories"]}
+        table = streamingbench.streamingbench_table(scores)
+    else:
+        raise ConfigError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}.")
+    scores["data"] = {"loader": issues.to_dict()}
+    if issues.counts:
+        table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    _atomic_write(out / SCORES_MD, table.to_markdown())
+    return scores, table

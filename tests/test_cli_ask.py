@@ -1,0 +1,57 @@
+"""`fluxmem ask`: the main job end to end on the tiny model, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fluxmem.cli import main
+
+
+def run_cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "fluxmem", *args], capture_output=True, text=True, env=env)
+
+
+def test_ask_prints_answer_and_memory_line(tiny_model_dir, square_clip, capsys):
+    code = main(["ask", str(square_clip), "What is moving?", "--model", str(tiny_model_dir), "--fps", "2",
+                 "--short-frames", "4", "--medium-frames", "4", "--max-new-tokens", "5", "--no-progress",
+                 "--min-pixels", "3136", "--max-pixels", "25088"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    memory_line = out[-1]
+    assert memory_line.startswith("[memory] visual tokens 256 -> ")  # 8 grid steps x 4 x 8 cells
+    assert "short 64/64" in memory_line and "mid " in memory_line and "long " in memory_line
+
+
+def test_ask_json_and_baseline(tiny_model_dir, square_clip, capsys):
+    code = main(["ask", str(square_clip), "What is moving?", "--model", str(tiny_model_dir), "--fps", "2",
+                 "--no-fluxmem", "--max-new-tokens", "3", "--json", "--no-progress"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and isinstance(result["answer"], str)
+    assert result["memory"]["videos"] == 0  # the memory stayed off
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["{clip_dir}/missing.mp4", "q"], "not found"),
+        (["{clip}", "q", "--short-frames", "1"], "less than one temporal grid step"),
+        (["{clip}", "q", "--short-frames", "-4"], "must be >= 0"),
+        (["{clip}", "   "], "question is empty"),
+        (["{clip}", "q", "--fps", "0"], "fps must be > 0"),
+    ],
+)
+def test_ask_bad_input_is_one_clear_line(tiny_model_dir, square_clip, args, message, capsys):
+    args = [a.format(clip=square_clip, clip_dir=square_clip.parent) for a in args]
+    assert main(["ask", *args, "--model", str(tiny_model_dir)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("fluxmem ask: error:") and message in last
+
+
+def test_ask_unknown_model_directory_in_a_real_process(square_clip, tmp_path):
+    result = run_cli("ask", str(square_clip), "q", "--model", str(tmp_path / "nope"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
