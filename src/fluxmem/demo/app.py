@@ -157,7 +157,7 @@ def build_demo(
             with gr.Column(scale=1):
                 stats = gr.Markdown("**Memory:** empty. Upload a video or record one with the webcam.", elem_id="fluxmem-stats")
             with gr.Column(scale=2):
-                overlay = gr.Image(label="Latest grid steps in memory", type="pil", interactive=False, elem_id="fluxmem-overlay")
+                overlay = gr.Image(label="Latest grid steps in memory", show_label=False, type="pil", interactive=False, elem_id="fluxmem-overlay")
 
         video.change(on_video, [video, tab_state], [tab_state, status, stats, overlay, answers, video])
         video.play(lambda: gr.Timer(active=True), None, timer)

@@ -292,12 +292,15 @@ def _wait_for_shards(out: Path, items: Sequence[EvalItem], timeout: float) -> bo
 
 @dataclass
 class Reply:
-    """A model's reply to one prompt on one clip, with what the model saw."""
+    """A model's reply to one prompt on one clip, with what the model saw (``visual_tokens`` /
+    ``kept_tokens``: before and after FluxMem, 0 when it is off; ``prompt_tokens``: the prompt's
+    length before pruning)."""
 
     text: str
     frames: int = 0
     visual_tokens: int = 0
     kept_tokens: int = 0
+    prompt_tokens: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -337,6 +340,7 @@ class ModelAnswerer:
             text=result.text,
             visual_tokens=int(memory.get("tokens", 0)),
             kept_tokens=int(memory.get("kept", memory.get("tokens", 0))),
+            prompt_tokens=int(result.prompt_tokens),
             timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
         )
 
@@ -479,6 +483,7 @@ def answer_item(
         "model_calls": len(replies),
         "visual_tokens": sum(r.visual_tokens for r in replies),
         "kept_tokens": sum(r.kept_tokens for r in replies),
+        "prompt_tokens": sum(r.prompt_tokens for r in replies),
         "latency_ms": round(latency, 3),
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
