@@ -34,10 +34,11 @@ def _reset_peak() -> None:
 
 
 def build(args):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
     from fluxmem.adapters import attach
     from fluxmem.memory import FluxMemConfig
     from fluxmem.testing import build_processor, build_tokenizer, tiny_qwen2_5_vl_config
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, max_pixels=args.size * args.size)
@@ -113,7 +114,6 @@ def run_mode(model, batch, args, use_fluxmem: bool) -> dict:
     tokens = int(batch["input_ids"].shape[1])
     visual = int((batch["input_ids"] == model.config.video_token_id).sum())
     kept = summary["kept"] if summary else visual
-    del optimizer
     return {
         "mode": "FluxMem" if use_fluxmem else "baseline",
         "step_s": sorted(times)[len(times) // 2],

@@ -206,3 +206,13 @@ def test_demo_in_a_headless_browser(server, clips, tmp_path):
             browser.close()
     with urllib.request.urlopen(server, timeout=10) as response:  # still serving
         assert response.status == 200
+
+
+def test_demo_command_rejects_bad_options_before_loading(monkeypatch, capsys):
+    import fluxmem.cli as cli
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", ("demo",))
+    for extra, complaint in ((["--no-fluxmem"], "--no-fluxmem"), (["--fps", "0"], "--fps"), (["--port", "70000"], "--port"),
+                             ([], "/nonexistent/model")):
+        assert cli.main(["demo", "--model", "/nonexistent/model", *extra]) == 2
+        assert complaint in capsys.readouterr().err

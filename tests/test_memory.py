@@ -226,3 +226,26 @@ def test_moving_square_static_cells_dropped_square_kept():
         square_around = set().union(*covered[max(0, 2 * step - 2) : 2 * step + 4])
         assert square_now <= kept, f"step {step} ({record.tier}): square cells dropped"
         assert not (kept & (everything - square_around)), f"step {step} ({record.tier}): static cells kept"
+
+
+def test_gradients_flow_through_kept_and_merged_tokens():
+    """Fine-tuning through the memory: decisions are the same with gradients on, and a token merged
+    into an anchor still learns through the anchor's mean."""
+    torch.manual_seed(0)
+    t, h, w, d = 8, 4, 4, 16
+    cells = torch.arange(h * w)
+    region_of_cell = (cells // w >= h // 2).long() * 2 + (cells % w >= w // 2).long()
+    # every frame new (TAS keeps it), each made of four flat regions (SDC merges inside them)
+    frames = [torch.randn(4, d)[region_of_cell] + 0.05 * torch.randn(h * w, d) for _ in range(t)]
+    features = torch.stack(frames).reshape(t * h * w, d)
+    config = FluxMemConfig(short_frames=2, medium_frames=4)
+    expected = compress(features, (t, h, w), config)
+    assert any(r.anchors is not None and bool(r.sdc_dropped.any()) for r in expected.frames)
+    live = features.clone().requires_grad_(True)
+    result = compress(live, (t, h, w), config)
+    assert torch.equal(result.keep, expected.keep)
+    assert torch.equal(result.features.detach(), expected.features)
+    result.features[result.keep].sum().backward()
+    merged_away = next(r for r in expected.frames if r.sdc_dropped is not None and bool(r.sdc_dropped.any()))
+    row = merged_away.index * h * w + int(merged_away.sdc_dropped.nonzero()[0])
+    assert bool(live.grad[row].abs().sum() > 0)  # a dropped member still learns through its anchor's mean

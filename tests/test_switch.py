@@ -301,9 +301,17 @@ def test_unsupported_model_is_a_clear_error():
 def test_loading_from_a_saved_directory(tiny_model_dir):
     from fluxmem.loading import load_model
 
+    saved, _ = build_tiny_qwen2_5_vl(seed=0)  # what tiny_model_dir holds
     model = fluxmem.Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
+    assert type(model) is transformers.Qwen2_5_VLForConditionalGeneration
+    assert isinstance(model, fluxmem.Qwen2_5_VLForConditionalGeneration)
     assert fluxmem.get_state(model).default_active is False
+    expected = saved.state_dict()
+    loaded = model.state_dict()
+    assert expected.keys() == loaded.keys()
+    assert all(torch.equal(expected[key], loaded[key]) for key in expected), "weights not loaded"
     loaded, processor = load_model(tiny_model_dir, device="cpu", fluxmem=FluxMemConfig(short_frames=4))
+    assert all(torch.equal(expected[key], value) for key, value in loaded.state_dict().items())
     assert fluxmem.get_state(loaded).default_active is True
     assert fluxmem.get_state(loaded).config.short_frames == 4
     with pytest.raises(fluxmem.FluxMemError, match="does not exist"):

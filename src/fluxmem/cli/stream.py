@@ -7,6 +7,7 @@ are written as JSON lines ``{time, stream_time, question, answer, latency_ms, me
 after each; scene-change events (``--proactive``) as ``{event, time, change_fraction, ...}``.
 A source that ends or fails mid-stream ends the run cleanly with what was answered kept. Frames
 whose size differs from the first frame's are resized to it (the session itself refuses them).
+``--no-fluxmem`` keeps every token (the unpruned baseline; every question then prefills everything).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import ConfigError, FluxMemError, InputError
 from . import options
 
 logger = logging.getLogger(__name__)
+_KEEP_EVERYTHING = 2**40  # raw frames: more than any stream holds
 
 
 def register(subparsers) -> None:
@@ -82,14 +84,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: pass --questions FILE.jsonl and/or --proactive.")
     if args.instruction is not None and not args.proactive:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
-    options.memory_config(args)
+    memory = options.memory_config(args)
+    if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
+        memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
     source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
     with source:
         model, processor = options.load(args)
         session = StreamSession(
             model,
             processor,
-            options.memory_config(args),
+            memory,
             fps=args.fps,
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,

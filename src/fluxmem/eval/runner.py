@@ -314,10 +314,9 @@ def clip_sampling(base: SamplingOptions, start: float, end: float) -> SamplingOp
     A zero-length window sees the one frame shown at ``end``. ``video_end`` is kept above 0
     because a 0 would be dropped from the message item (read as "the whole video").
     """
-    end = max(float(end), 1e-3)
-    if end - start <= 1e-9:
-        return replace(base, video_start=None, video_end=end, anchor_end=True, max_frames=1)
-    return replace(base, video_start=float(start) if start > 0 else None, video_end=end,
+    if float(end) - float(start) <= 1e-9:
+        return replace(base, video_start=None, video_end=max(float(end), 1e-3), anchor_end=True, max_frames=1)
+    return replace(base, video_start=float(start) if start > 0 else None, video_end=float(end),
                    anchor_end=True)
 
 

@@ -9,16 +9,30 @@
 """
 
 from .config import DEFAULT_LORA_TARGETS, DatasetSpec, TrainConfig, parse_overrides
-from .data import IGNORE_INDEX, Record, SupervisedCollator, SupervisedDataset, assistant_labels, mix, read_records
-from .run import TrainResult, load_for_training, load_trained, merge_adapters, prepare_parameters, train
+from .data import (
+    IGNORE_INDEX,
+    Record,
+    SupervisedCollator,
+    SupervisedDataset,
+    assistant_labels,
+    mix,
+    read_records,
+)
+from .run import (
+    TrainResult,
+    load_for_training,
+    load_trained,
+    merge_adapters,
+    prepare_parameters,
+    train,
+)
 from .trainer import FluxMemTrainer, component_of, param_groups
-from ._gradients import compress_with_gradients, gradient_safe_memory
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
+    "IGNORE_INDEX",
     "DatasetSpec",
     "FluxMemTrainer",
-    "IGNORE_INDEX",
     "Record",
     "SupervisedCollator",
     "SupervisedDataset",
@@ -26,8 +40,6 @@ __all__ = [
     "TrainResult",
     "assistant_labels",
     "component_of",
-    "compress_with_gradients",
-    "gradient_safe_memory",
     "load_for_training",
     "load_trained",
     "merge_adapters",

@@ -37,7 +37,7 @@ class DatasetSpec:
     sampling_rate: float = 1.0
 
     @classmethod
-    def parse(cls, value: Any, default_root: str | None) -> "DatasetSpec":
+    def parse(cls, value: Any, default_root: str | None) -> DatasetSpec:
         """From ``{"path": ..., "data_root": ..., "sampling_rate": ...}`` or ``"file.jsonl%50"``
         (Qwen-VL fine-tuning's shorthand: percent of the records)."""
         if isinstance(value, str):
@@ -54,7 +54,7 @@ class DatasetSpec:
                     raise ConfigError(f"dataset entry key {key!r} is not known{_closest(key, names)}; valid: {sorted(names)}.")
             if "path" not in value:
                 raise ConfigError(f"dataset entry {value!r} needs a 'path' (the annotation file).")
-            spec = cls(**{**{"data_root": default_root}, **value})
+            spec = cls(**{"data_root": default_root, **value})
         else:
             raise ConfigError(f"a dataset is a path or a mapping with 'path', got {value!r}.")
         if isinstance(spec.sampling_rate, bool) or not isinstance(spec.sampling_rate, (int, float)) or spec.sampling_rate <= 0:
@@ -206,7 +206,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_dict(cls, data: dict | None, *, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, data: dict | None, *, source: str = "config") -> TrainConfig:
         data = dict(data or {})
         names = [f.name for f in fields(cls)]
         for key in data:
@@ -215,7 +215,7 @@ class TrainConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike | None, overrides: dict | None = None) -> "TrainConfig":
+    def from_yaml(cls, path: str | os.PathLike | None, overrides: dict | None = None) -> TrainConfig:
         """The YAML file's keys, then ``overrides`` on top (command-line values)."""
         data: dict = {}
         if path is not None:

@@ -209,7 +209,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self._bad: set[tuple[str, int]] = set()
 
     @classmethod
-    def from_config(cls, config: TrainConfig, processor, report_path=None) -> "SupervisedDataset":
+    def from_config(cls, config: TrainConfig, processor, report_path=None) -> SupervisedDataset:
         specs = config.dataset_specs()
         per_dataset = [read_records(spec) for spec in specs]
         records = mix(per_dataset, [spec.sampling_rate for spec in specs], config.seed)
@@ -227,11 +227,11 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 continue
             try:
                 return self.build(record)
-            except Exception as error:  # any failure of one sample's media must not stop the epoch
+            except Exception as error:  # noqa: BLE001 - any failure of one sample must not stop the epoch
                 last_error = error
                 self._report(record, error)
         raise FluxMemError(
-            f"{_MAX_CONSECUTIVE_FAILURES if len(self.records) > _MAX_CONSECUTIVE_FAILURES else len(self.records)} "
+            f"{min(len(self.records), _MAX_CONSECUTIVE_FAILURES)} "
             f"samples in a row could not be loaded (last: {last_error}); see {self.report_path or 'the log'}. "
             "Check data_root and the media files."
         )

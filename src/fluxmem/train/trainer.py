@@ -12,11 +12,9 @@ import logging
 import os
 from collections import defaultdict
 
-import torch
 from transformers import Trainer
 
 from ..adapters import get_state
-from ._gradients import gradient_safe_memory
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +81,7 @@ class FluxMemTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with gradient_safe_memory():
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         state = get_state(self.accelerator.unwrap_model(model))
         if state is not None and state.last_reports:
             self._retained.append(state.summary()["retained_fraction"])
@@ -141,7 +138,7 @@ def _saved_names(model) -> dict[str, str] | None:
     by_id = {id(tensor): name for name, tensor in current.items()}
     try:
         saved = revert_weight_conversion(model, dict(current))
-    except Exception:  # pragma: no cover - unexpected conversion kinds
+    except Exception:  # noqa: BLE001 - unexpected conversion kinds: fall back to the stock resume
         return None
     names = {}
     for key, tensor in saved.items():

@@ -80,7 +80,7 @@ def plot_tokens(trace: MemoryTrace, path=None, *, dpi: int = 110):
     )
     axes.set_ylim(0, per_step * 1.15)
     if steps:
-        axes.set_xlim(steps[0].start_s - 0.2 * pitch, steps[-1].start_s + width + 0.2 * pitch)
+        axes.set_xlim(steps[0].start_s - 0.4 * pitch, steps[-1].start_s + width + 0.4 * pitch)
     axes.set_xlabel("video time (s); one bar per temporal grid step, starting at its first frame")
     axes.set_ylabel("visual tokens kept")
     axes.grid(axis="y", color="0.85", zorder=0)

@@ -1,0 +1,124 @@
+"""``fluxmem score`` for replies produced elsewhere, and the command lines' options and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fluxmem.cli import main
+from fluxmem.eval.synthetic import write_ovobench_fixture, write_streamingbench_fixture
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return {"sb": write_streamingbench_fixture(root / "sb"), "ovo": write_ovobench_fixture(root / "ovo")}
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_score_ovobench_replies(fixtures, tmp_path, capsys):
+    entries = json.loads(fixtures["ovo"]["annotations"].read_text())
+    rows = []
+    for e in entries:
+        if "gt" in e:
+            letter = "ABCD"[e["gt"]]
+            rows.append({"id": e["id"], "response": "lots of text" if e["id"] == 1 else letter})
+    rows += [{"id": 30, "probe": k, "response": str(k + 1)} for k in range(3)]  # REC counts 1, 2, 3
+    rows += [{"id": 31, "probe": 0, "response": "Yes"}, {"id": 31, "probe": 1, "response": "No"},
+             {"id": 32, "probe": 0, "response": "No"},  # CRR probe 1 has no reply
+             {"id": 32, "response": "Yes"},  # a forward reply without its probe: counted, not scored
+             {"id": 0, "response": "B"}]  # a second reply to id 0: the first one counts
+    replies = _jsonl(tmp_path / "replies.jsonl", rows)
+    out = tmp_path / "scores"
+    assert main(["score", "ovobench", "--annotations", str(fixtures["ovo"]["annotations"]),
+                 "--replies", str(replies), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())
+    assert printed.startswith((out / "scores.md").read_text())
+    assert scores["tasks"]["EPM"] == 100.0 and scores["tasks"]["ASI"] == 0.0
+    assert scores["categories"] == pytest.approx({"backward": 200 / 3, "realtime": 100.0, "forward": 100.0})
+    assert scores["overall"] == pytest.approx((200 / 3 + 200) / 3)
+    assert scores["counted"]["tasks"]["CRR"] == 1 and scores["skipped"] == {"no_reply": 1}
+    warnings = scores["data"]["loader"]["warnings"]
+    assert warnings["probe_missing"] == 1 and warnings["duplicate_uid"] == 1
+
+
+def test_score_streamingbench_field(fixtures, tmp_path, capsys):
+    ann = tmp_path / "questions_real.json"
+    subsets = json.loads((fixtures["sb"]["annotations"] / "Real_Time_Visual_Understanding.json").read_text())
+    expected_right = 0
+    for subset in subsets:
+        for k, q in enumerate(subset["questions"]):
+            if k % 2 == 0:
+                q["MyModel"] = q["answer"] + ". because"  # first character right
+                expected_right += q["time_stamp"] != "soon"
+            else:
+                q["MyModel"] = "The answer is " + q["answer"]  # official wrong, robust right
+    ann.write_text(json.dumps(subsets))
+    out = tmp_path / "scores"
+    assert main(["score", "streamingbench", "--annotations", str(ann), "--field", "MyModel", "--out", str(out),
+                 "--context", "0"]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    rtvu = "Real-Time Visual Understanding"
+    n = scores["counted"]["categories"][rtvu]
+    assert n == 9  # the unparseable timestamp is skipped while loading
+    assert scores["categories"][rtvu] == pytest.approx(100 * expected_right / 9)
+    assert scores["robust"]["categories"][rtvu] == 100.0
+    assert scores["skipped"] == {"bad_timestamp": 1}
+    assert scores["settings"]["context"] is None
+    assert "| **Overall** |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["score", "ovobench", "--annotations", "x.json", "--out", "o"], "--replies"),
+        (["score", "streamingbench", "--annotations", "x.json"], "--out"),
+        (["score", "/no/such/run"], "not a directory"),
+    ],
+)
+def test_score_usage_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_score_dir_rejects_replies_options(tmp_path, capsys):
+    assert main(["score", str(tmp_path), "--field", "x"]) == 2
+    assert "--field is for scoring replies" in capsys.readouterr().err
+    assert main(["score", str(tmp_path)]) == 2
+    assert "holds no answers.jsonl" in capsys.readouterr().err
+
+
+def test_eval_errors_before_loading_a_model(fixtures, tmp_path, capsys):
+    sb = fixtures["sb"]
+    base = ["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--out", str(tmp_path / "o"),
+            "--model", str(tmp_path / "no-model")]
+    assert main([*base, "--videos", str(tmp_path / "none")]) == 2
+    assert "video directory" in capsys.readouterr().err
+    assert main([*base, "--videos", str(sb["videos"]), "--tasks", "Juggling"]) == 2
+    assert "unknown StreamingBench task 'Juggling'" in capsys.readouterr().err
+    assert main([*base, "--videos", str(sb["videos"]), "--limit", "0"]) == 2
+    assert main(["eval"]) == 2
+    assert "streamingbench" in capsys.readouterr().out
+
+
+def test_eval_tasks_and_balanced_limit(fixtures, tiny_model_dir, tmp_path, capsys):
+    sb = fixtures["sb"]
+    out = tmp_path / "run"
+    assert main(["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--videos", str(sb["videos"]),
+                 "--out", str(out), "--model", str(tiny_model_dir), "--device", "cpu", "--tasks", "OP,CR", "SQA",
+                 "--limit", "4", "--context", "256", "--fps", "1", "--max-frames", "6", "--max-pixels", "12544",
+                 "--max-new-tokens", "2", "--no-progress"]) == 0
+    items = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    assert [i["task"] for i in items] == ["Object Perception", "Causal Reasoning",
+                                         "Sequential Question Answering", "Sequential Question Answering"]
+    assert items[1]["clip_start"] == 0.0 and items[1]["clip_end"] == 70.0  # 256 s window
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["tasks"] == ["OP", "CR", "SQA"] and run["settings"]["limit"] == 4
+    assert run["settings"]["context"] == 256.0
+    assert "Sequential Question Answering (SQA)" in capsys.readouterr().out
