@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What tests/test_demo.py needs for its real-browser test: Debian's chromium (driven through
-# playwright's Python package with executable_path=/usr/bin/chromium) and the demo's gradio.
-# Never `playwright install`: it downloads a browser build of its own, which fails here.
+# The system browser that tests/test_demo.py drives for its real-browser test: Debian's chromium,
+# used through playwright's Python package (installed by the `dev` extra) with
+# executable_path=/usr/bin/chromium. Never `playwright install`: it downloads a browser of its own.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -10,6 +10,4 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
-PYTHON="${PYTHON:-python}"
-"$PYTHON" -m pip install -q "playwright>=1.40" "gradio>=5"
 /usr/bin/chromium --version 2>/dev/null || true

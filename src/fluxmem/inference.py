@@ -6,10 +6,13 @@ sample, encode and prune the same way.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .adapters import get_state, registry
 from .errors import ConfigError, InputError
@@ -46,13 +49,28 @@ class SamplingOptions:
             raise ConfigError(f"video_end ({self.video_end}) must come after video_start ({self.video_start}).")
 
     def video_item(self, video) -> dict:
-        """The message content item that ``process_vision_info`` reads."""
-        item = {"type": "video", "video": str(video) if not isinstance(video, (list, tuple)) else video}
+        """The message content item that ``process_vision_info`` reads: a path, or frames
+        (a list of images, or an array ``[T, H, W, 3]`` uint8)."""
+        item = {"type": "video", "video": _as_video_source(video)}
         item.update({k: v for k, v in asdict(self).items() if v not in (None, False)})
         return item
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _as_video_source(video):
+    if isinstance(video, (str, os.PathLike)):
+        return str(video)
+    if isinstance(video, torch.Tensor):
+        video = video.cpu().numpy()
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise InputError(f"video frames must be an array [T, H, W, 3], got shape {video.shape}.")
+        return [Image.fromarray(np.ascontiguousarray(frame).astype(np.uint8)) for frame in video]
+    if isinstance(video, (list, tuple)):
+        return list(video)
+    raise InputError(f"a video must be a path or frames, got {type(video).__name__}.")
 
 
 @dataclass
