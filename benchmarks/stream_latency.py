@@ -6,7 +6,8 @@ CPU-sized), synthetic 112x112 frames at 1 fps:
 1. time to answer at stream time t = 1, 5, 15, 30 minutes: ``StreamSession.ask`` versus the
    re-process-everything approach (make the frames up to t, run the processor, encode every grid
    step, run FluxMem over all of them and prefill the whole pruned prompt: ``model.generate`` with
-   ``use_fluxmem=True``), printed as a table with the ratio (and whether the answers agree);
+   ``use_fluxmem=True``), printed as a table with the ratio (and whether the answers agree), plus
+   the session with ``max_memory_tokens`` (flat by construction);
 2. per-grid-step ingest cost of the session, split into preprocessing, vision encoding, memory
    update and cache extension;
 3. peak memory over a 1-hour stream with and without ``max_memory_tokens`` (each in a fresh
@@ -85,21 +86,25 @@ def latency_table(args, results, save) -> None:
     size = args.frame_size
     moments = args.moments
     session = StreamSession(model, processor, fps=1.0)
+    capped = StreamSession(model, processor, fps=1.0, max_memory_tokens=args.cap)
     all_frames = frames_until(max(moments), size)
     pushed = 0
     rows = []
     print(f"\n== answer latency, median of {args.repeats} (1 fps, {size}x{size} frames, {session.config.short_frames}/{session.config.medium_frames} "
           f"short/medium frames, {args.max_new_tokens} new tokens) ==")
-    print(f"{'t':>8} {'steps':>6} {'kept':>6} {'session ms':>11} {'reprocess ms':>13} {'ratio':>7}  same answer")
+    print(f"{'t':>8} {'steps':>6} {'kept':>6} {'session ms':>11} {'(prefill':>9} {'decode)':>8} {'capped ms':>10} "
+          f"{'reprocess ms':>13} {'ratio':>7}  same answer")
     for moment in moments:
         ingest_started = time.perf_counter()
         while pushed < moment:
             session.push(all_frames[pushed], float(pushed))
+            capped.push(all_frames[pushed], float(pushed))
             pushed += 1
         ingest_s = time.perf_counter() - ingest_started
         # median of `repeats` timings each (the machine is shared: single timings are noisy)
         answers = [session.ask(QUESTION, max_new_tokens=args.max_new_tokens) for _ in range(args.repeats)]
         answer = sorted(answers, key=lambda a: a.latency_ms)[len(answers) // 2]
+        capped_ms = sorted(capped.ask(QUESTION, max_new_tokens=args.max_new_tokens).latency_ms for _ in range(args.repeats))[args.repeats // 2]
         redone = [reprocess_answer(model, processor, session, all_frames[:moment], args.max_new_tokens)
                   for _ in range(args.repeats)]
         reprocess_ms, tokens = sorted(redone)[len(redone) // 2]
@@ -109,6 +114,9 @@ def latency_table(args, results, save) -> None:
             "kept_tokens": answer.memory["kept"],
             "session_ms": round(answer.latency_ms, 1),
             "session_prefilled_tokens": answer.prefilled_tokens,
+            "session_prefill_ms": answer.timings_ms["prefill"],
+            "session_decode_ms": answer.timings_ms["decode"],
+            "capped_session_ms": round(capped_ms, 1),
             "reprocess_ms": round(reprocess_ms, 1),
             "ratio": round(reprocess_ms / answer.latency_ms, 1),
             "same_answer": tokens == answer.token_ids,
@@ -118,10 +126,13 @@ def latency_table(args, results, save) -> None:
         results["latency"] = rows
         save()
         label = f"{moment // 60} min" if moment % 60 == 0 else f"{moment} s"
-        print(f"{label:>8} {row['steps']:>6} {row['kept_tokens']:>6} {row['session_ms']:>11.1f} {row['reprocess_ms']:>13.1f} "
+        print(f"{label:>8} {row['steps']:>6} {row['kept_tokens']:>6} {row['session_ms']:>11.1f} {row['session_prefill_ms']:>9.1f} "
+              f"{row['session_decode_ms']:>8.1f} {row['capped_session_ms']:>10.1f} {row['reprocess_ms']:>13.1f} "
               f"{row['ratio']:>6.1f}x  {'yes' if row['same_answer'] else 'NO'}")
     first, last = rows[0]["session_ms"], rows[-1]["session_ms"]
-    print(f"session time at the last moment / first moment: {last / first:.2f}x")
+    print(f"session time at the last moment / first moment: {last / first:.2f}x uncapped, "
+          f"{rows[-1]['capped_session_ms'] / rows[0]['capped_session_ms']:.2f}x with max_memory_tokens={args.cap} "
+          "(capped answers are not compared: a cap forgets on purpose)")
 
     stats = session.stats()
     steps = max(1, stats["grid_steps"])

@@ -161,6 +161,26 @@ def test_each_frame_changes_at_most_twice_and_long_term_is_final():
     assert final == T - 2 - 3  # S = 2 short, M = 3 mid
 
 
+def test_forget_frees_only_final_frames_and_changes_no_later_decision():
+    T, H, W, D = 14, 3, 3, 8
+    features = _smooth_video(T, H, W, D, seed=11)
+    cfg = FluxMemConfig(short_frames=2, medium_frames=2)
+    kept_alone = FluxMemory(cfg, (H, W))
+    forgetting = FluxMemory(cfg, (H, W))
+    for t in range(T):
+        frame = features[t * H * W : (t + 1) * H * W]
+        kept_alone.push(frame)
+        forgetting.push(frame)
+        if forgetting.num_final:
+            forgetting.forget(0)
+    with pytest.raises(InputError, match="long-term"):
+        forgetting.forget(forgetting.num_final)
+    assert forgetting.kept(0)[0].numel() == 0 and not bool(forgetting.frames[0].keep.any())
+    for i in range(1, T):
+        assert torch.equal(forgetting.kept(i)[0], kept_alone.kept(i)[0])
+        assert torch.equal(forgetting.kept(i)[1], kept_alone.kept(i)[1])
+
+
 def test_short_frames_covering_the_video_changes_nothing():
     T, H, W, D = 6, 3, 3, 8
     features = _smooth_video(T, H, W, D, seed=1)

@@ -52,7 +52,7 @@ class SamplingOptions:
         """The message content item that ``process_vision_info`` reads: a path, or frames
         (a list of images, or an array ``[T, H, W, 3]`` uint8)."""
         item = {"type": "video", "video": _as_video_source(video)}
-        item.update({k: v for k, v in asdict(self).items() if v not in (None, False)})
+        item.update({k: v for k, v in asdict(self).items() if v is not None and v is not False})
         return item
 
     def to_dict(self) -> dict:

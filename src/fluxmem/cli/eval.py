@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     for name in ("streamingbench", "ovobench"):
-        sub = benchmarks.add_parser(name, help=_HELP[name], description=f"{_HELP[name]}. {__doc__}",
+        sub = benchmarks.add_parser(name, help=_HELP[name], description=f"{_HELP[name]}.\n\n{__doc__.split(chr(10), 2)[2]}",
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_arguments(sub, name)
         sub.set_defaults(handler=run, benchmark=name)

@@ -84,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: pass --questions FILE.jsonl and/or --proactive.")
     if args.instruction is not None and not args.proactive:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
+    if not 0.0 <= args.gamma <= 1.0:
+        raise ConfigError(f"--gamma is a fraction of a frame's tokens and must lie in [0, 1], got {args.gamma}.")
+    if args.max_memory_tokens is not None and args.max_memory_tokens < 1:
+        raise ConfigError(f"--max-memory-tokens must be >= 1, got {args.max_memory_tokens}.")
+    if args.fps <= 0 or args.max_new_tokens < 1:
+        raise ConfigError("--fps must be > 0 and --max-new-tokens >= 1.")
     memory = options.memory_config(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)

@@ -26,7 +26,7 @@ _SB_RTVU = (
     ("Spatial Understanding", "00:03:30", 4, "sample_1"),  # past the end (the video is 180 s)
     ("Text-Rich Understanding", "00:02:30", 5, "sample_1"),  # five options
     ("Event Understanding", "00:00:50", 4, "sample_9"),  # missing video
-    ("Prospective Reasoning", "00:00:20", 4, "sample_4"),  # truncated video
+    ("Prospective Reasoning", "00:00:40", 4, "sample_4"),  # past the readable part of a truncated video
     ("Action Perception", "soon", 4, "sample_1"),  # unparseable timestamp
 )
 
@@ -44,11 +44,27 @@ def _videos(root: Path, names: dict[str, float], fps: float, size: int) -> None:
         write_video(path, frames[: int(round(seconds * fps))], fps=fps)
 
 
-def _truncate(src: Path, dst: Path) -> None:
-    """A copy of ``src`` cut to a third of its bytes (a download that stopped)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    data = src.read_bytes()
-    dst.write_bytes(data[: len(data) // 3])
+def _truncated_video(path: Path, seconds: float, fps: float, size: int) -> None:
+    """An MP4 whose header (written first, "faststart") announces ``seconds`` of video but whose
+    data stops half-way: a download that broke off. Its first seconds decode, the rest does not."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from ..testing import moving_square_frames
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = moving_square_frames(int(round(seconds * fps)), height=size, width=size)
+    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.options = {"qscale": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 def write_streamingbench_fixture(
@@ -59,15 +75,16 @@ def write_streamingbench_fixture(
     card's layout) and ``videos/sample_N/video.mp4``. Returns ``{"annotations", "videos"}``.
 
     Answerable: 6 real-time questions (one past the end, clamped; one with five options), 3
-    Sequential-QA questions, 1 proactive item. Skipped and counted: a missing video, a truncated
-    video, an unparseable timestamp.
+    Sequential-QA questions, 1 proactive item. Skipped and counted: a question on a missing video,
+    one past the readable part of a truncated video (its header announces 180 s; the data stops
+    after about ten), one with an unparseable timestamp.
     """
     root = Path(root)
     videos, ann = root / "videos", root / "annotations"
     shutil.rmtree(ann, ignore_errors=True)
     ann.mkdir(parents=True)
     _videos(videos, {"sample_1/video.mp4": 180, "sample_2/video.mp4": 120}, fps, size)
-    _truncate(videos / "sample_1/video.mp4", videos / "sample_4/video.mp4")
+    _truncated_video(videos / "sample_4/video.mp4", 180, fps, size)
 
     subsets: dict[str, list[dict[str, Any]]] = {}
     for i, (task, ts, n, video) in enumerate(_SB_RTVU):
@@ -131,11 +148,12 @@ def write_ovobench_fixture(root: str | Path, *, fps: float = 1.0, size: int = 11
 
     Answerable: one question for each of the nine multiple-choice tasks, a tenth past the end of
     its video (clamped), REC (3 probes), SSR (2 probes), CRR (2 probes). Skipped and counted: a
-    question on a missing video.
+    question on a missing video, one on a file that is not a video.
     """
     root = Path(root)
     videos = root / "videos"
     _videos(videos, {"a.mp4": 180, "b.mp4": 90}, fps, size)
+    (videos / "broken.mp4").write_bytes(b"this is not a video\n" * 64)
     entries: list[dict[str, Any]] = []
     mcq = (("EPM", 30), ("ASI", 60.5), ("HLD", 100), ("STU", 20), ("OJR", 45.2), ("ATR", 70),
            ("ACR", 10), ("OCR", 150), ("FPD", 175))
@@ -150,6 +168,9 @@ def write_ovobench_fixture(root: str | Path, *, fps: float = 1.0, size: int = 11
     entries.append({"id": 21, "task": "OJR", "video": "missing.mp4", "realtime": 12.0,
                     "question": "What is shown?", "answer": "a square",
                     "options": ["a square", "a circle"], "gt": 0})
+    entries.append({"id": 22, "task": "ACR", "video": "broken.mp4", "realtime": 5.0,
+                    "question": "What happens?", "answer": "nothing",
+                    "options": ["nothing", "something"], "gt": 0})
     entries.append({"id": 30, "task": "REC", "video": "a.mp4", "activity": "move the square",
                     "test_info": [{"realtime": 20, "count": 1}, {"realtime": 40, "count": 2},
                                   {"realtime": 60.5, "count": 3}]})

@@ -139,6 +139,7 @@ class FluxMemory:
         self.grid_hw = (height, width)
         self.cells = height * width
         self._frames: list[_Frame] = []
+        self._records: list[FrameRecord] = []
         self._short: deque[_Frame] = deque()
         self._mid: deque[_Frame] = deque()
         self._last_grid: torch.Tensor | None = None  # newest frame, normalised, for the next pair
@@ -159,7 +160,23 @@ class FluxMemory:
 
     @property
     def frames(self) -> list[FrameRecord]:
-        return [frame.record for frame in self._frames]
+        """Records of every frame pushed so far (a live list: do not modify)."""
+        return self._records
+
+    def forget(self, index: int) -> None:
+        """Free a long-term frame's kept tokens (a bounded stream drops its oldest frames).
+
+        Long-term frames are never read by the algorithm again, so later decisions are unchanged;
+        the frame then contributes no tokens (``kept`` is empty, its record's ``keep`` all False).
+        """
+        if not 0 <= index < self.num_final:
+            raise InputError(
+                f"only long-term frames can be forgotten: frame {index} is not below num_final={self.num_final}."
+            )
+        frame = self._frames[index]
+        frame.kept_index = frame.kept_index.new_empty((0,))
+        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
+        frame.record.keep = torch.zeros_like(frame.record.keep)
 
     def kept(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cells, features)`` that frame ``index`` currently contributes, merges applied."""
@@ -219,6 +236,7 @@ class FluxMemory:
             frame.record.change_fraction = above.float().mean()
         self._last_grid = grid
         self._frames.append(frame)
+        self._records.append(frame.record)
         self._short.append(frame)
 
         update = StepUpdate(frame_index=index, change_fraction=frame.record.change_fraction)

@@ -327,7 +327,7 @@ class StreamSession:
             if self._cached_spans and self._cached_spans[0][0] == index:
                 dropped_cached += self._cached_spans.pop(0)[1]
             self._kept_counts[index] = 0
-            _release_final_frame(self._memory, index)
+            self._memory.forget(index)
             self._evicted += 1
         if dropped_cached:
             start = len(self._head)
@@ -562,16 +562,3 @@ def _sample(logits: torch.Tensor, options: dict) -> int:
         remove = cumulative - ordered.softmax(-1) > float(top_p)
         scores[order[remove]] = float("-inf")
     return int(torch.multinomial(scores.softmax(-1), 1))
-
-
-def _release_final_frame(memory: FluxMemory, index: int) -> None:
-    """Free the features FluxMemory holds for a long-term frame the cap dropped.
-
-    FluxMemory has no public way to forget frames; long-term frames hold only their kept tokens,
-    which this replaces by empty tensors (the frame's small record stays). Frames < num_final are
-    never read by the algorithm again, so its decisions are unaffected.
-    """
-    frame = memory._frames[index]  # noqa: SLF001 - see the docstring; reported to the core owner
-    if frame.kept_features is not None:
-        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
-        frame.kept_index = frame.kept_index.new_empty((0,))
