@@ -37,7 +37,7 @@ def load_model(
     several GPUs through accelerate). Settings saved under ``config.fluxmem`` (``fluxmem train``)
     are the defaults for any option not given.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     source = str(model_id)
     if Path(source).expanduser().exists():
@@ -49,17 +49,7 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise FluxMemError(
-            f"cannot load a model config from {source!r} ({error.__class__.__name__}): pass a local directory "
-            "saved with save_pretrained, or a Hugging Face id reachable from this machine."
-        ) from None
-    if config.model_type not in registry.known_model_types():
-        raise UnsupportedModelError(
-            f"{source!r} is a {config.model_type!r} model; fluxmem supports {', '.join(registry.supported_families())}."
-        )
+    config = supported_config(source)
     config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
     vision = getattr(config, "vision_config", None)
     config_fluxmem.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # fail before loading weights
@@ -76,6 +66,26 @@ def load_model(
     processor = AutoProcessor.from_pretrained(source)
     attach(model, config_fluxmem, active=use_fluxmem)
     return model, processor
+
+
+def supported_config(source: str | os.PathLike):
+    """The model config at ``source``, with one clear error when it cannot be read or its family
+    has no adapter (checked before any weight is loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(source))
+    except (OSError, ValueError) as error:
+        raise FluxMemError(
+            f"cannot load a model config from {str(source)!r} ({error.__class__.__name__}): pass a local directory "
+            "saved with save_pretrained, or a Hugging Face id reachable from this machine."
+        ) from None
+    if config.model_type not in registry.known_model_types():
+        raise UnsupportedModelError(
+            f"{str(source)!r} is a {config.model_type!r} model; fluxmem supports "
+            f"{', '.join(registry.supported_families())}."
+        )
+    return config
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -155,6 +155,14 @@ def build_tiny_qwen2_5_vl(
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer)
     config = tiny_qwen2_5_vl_config(tokenizer, **text_overrides)
+    return instantiate_tiny(model_class, config, processor, seed=seed, attn_implementation=attn_implementation,
+                            save_dir=save_dir)
+
+
+def instantiate_tiny(model_class, config, processor, *, seed: int = 0, attn_implementation: str = "sdpa",
+                     save_dir: str | os.PathLike | None = None):
+    """``(model, processor)``: ``model_class(config)`` with seeded random weights, float32, eval
+    mode; saved with ``save_pretrained`` when ``save_dir`` is given."""
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_class(config).eval()

@@ -13,11 +13,10 @@ token covers 28x28 pixels, like the cells of :func:`fluxmem.testing.moving_squar
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
-from .testing import QWEN_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from .testing import QWEN_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer, instantiate_tiny
 
 FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 """``config.model_type`` of every family this module builds."""
@@ -214,16 +213,8 @@ def build_tiny(
     tokenizer = build_tokenizer()
     processor = build_family_processor(family, tokenizer)
     config = tiny_family_config(family, tokenizer, **text_overrides)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
-    if save_dir is not None:
-        save_dir = Path(save_dir)
-        model.save_pretrained(save_dir)
-        processor.save_pretrained(save_dir)
-    return model, processor
+    return instantiate_tiny(model_class, config, processor, seed=seed, attn_implementation=attn_implementation,
+                            save_dir=save_dir)
 
 
 # ------------------------------------------------------------------------ inputs and references

@@ -7,7 +7,7 @@ the offline switch and the streaming session therefore make the same decisions b
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 

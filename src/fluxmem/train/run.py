@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import ConfigError, FluxMemError, UnsupportedModelError
+from ..errors import ConfigError
 from .config import TrainConfig
 from .data import SupervisedCollator, SupervisedDataset
 from .trainer import LLM, MERGER, VISION, FluxMemTrainer, component_of
@@ -39,22 +39,12 @@ class TrainResult:
 def load_for_training(config: TrainConfig):
     """``(model, processor)`` ready to train: FluxMem attached, settings recorded, parameters frozen
     or LoRA-wrapped as the config says."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..adapters import attach, registry
+    from ..adapters import attach
+    from ..loading import supported_config
 
-    try:
-        model_config = AutoConfig.from_pretrained(config.model)
-    except (OSError, ValueError) as error:
-        raise FluxMemError(
-            f"cannot load a model config from {config.model!r} ({error.__class__.__name__}); give a local directory "
-            "saved with save_pretrained or a reachable Hugging Face id."
-        ) from None
-    if model_config.model_type not in registry.known_model_types():
-        raise UnsupportedModelError(
-            f"{config.model!r} is a {model_config.model_type!r} model; fluxmem train supports "
-            f"{', '.join(registry.supported_families())}."
-        )
+    supported_config(config.model)  # a clear error before any weight loads
     kwargs = {"dtype": _weights_dtype(config)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation

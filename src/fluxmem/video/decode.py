@@ -301,7 +301,7 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
                 ti += 1
     except Exception as exc:
         raise VideoError(
-            f"{src} is corrupt: decoding failed after frame {last_index} ({_reason(exc)}). {_REENCODE}."
+            f"{src} is truncated or corrupt: decoding failed after frame {last_index} ({_reason(exc)}). {_REENCODE}."
         ) from exc
 
     if ti < len(targets):
