@@ -42,8 +42,12 @@ def test_qwen2_vl_session_equals_offline_generation_at_several_moments(fps):
     assert session.ask(QUESTION, max_new_tokens=6, reuse_cache=False).token_ids == answer.token_ids
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
-def test_families_without_a_streaming_strategy_are_refused_clearly(family):
-    model, processor = build_tiny(family)
-    with pytest.raises(UnsupportedModelError, match="does not support .* yet"):
+def test_a_family_without_a_streaming_strategy_is_refused_clearly(monkeypatch):
+    """An adapter registered for offline pruning but with no streaming strategy gets a clear
+    message pointing to the offline path, not a wrong answer."""
+    from fluxmem.session import model_ops
+
+    model, processor = build_tiny("qwen3_5")
+    monkeypatch.delitem(model_ops._OPS, "qwen3_5")
+    with pytest.raises(UnsupportedModelError, match="does not support .* yet.*use_fluxmem=True"):
         StreamSession(model, processor)

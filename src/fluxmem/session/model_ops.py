@@ -13,9 +13,10 @@ provides a subclass, registered by ``config.model_type``. What a family decides:
 * how to run the language model on given embeddings and positions with a cache
   (:meth:`StreamOps.forward`), and how to snapshot / restore / cut that cache.
 
-Qwen2.5-VL is implemented here. Qwen3-VL (timestamp text between frames, deepstack features) would
-override :meth:`step_block` and :meth:`forward`; a family with recurrent layers (Qwen3.5) would
-override the cache methods to snapshot the recurrent state instead of cropping keys and values.
+Qwen2.5-VL is implemented here; the other families live in ``families.py``: Qwen3-VL overrides
+the layout and :meth:`step_block` (timestamp text and a vision block per grid step) and carries
+per-step deepstack features (:meth:`StreamOps.encode_step_parts`, :class:`Block`), Qwen3.5 overrides
+the cache methods to snapshot its recurrent state instead of cropping keys and values.
 """
 
 from __future__ import annotations
@@ -59,6 +60,37 @@ class VideoLayout:
 
 
 @dataclass
+class Block:
+    """Language-model input rows: embeddings ``[n, D]`` and M-RoPE positions ``[3, n]``, plus, for
+    families with deepstack features (Qwen3-VL), which rows are visual tokens and, per deepstack
+    level, the features ``[n_visual, D]`` of those rows in order."""
+
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    visual: torch.Tensor | None = None
+    """bool ``[n]``; ``None``: no row carries deepstack features."""
+    deepstack: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def join(blocks: list[Block]) -> Block:
+        """The blocks one after the other (deepstack rows concatenated per level)."""
+        embeds = torch.cat([b.embeds for b in blocks])
+        positions = torch.cat([b.positions for b in blocks], dim=1)
+        if all(b.deepstack is None for b in blocks):
+            return Block(embeds, positions)
+        visual = torch.cat([
+            b.visual.cpu() if b.visual is not None else torch.zeros(b.embeds.shape[0], dtype=torch.bool) for b in blocks
+        ])  # fmt: skip
+        levels = {len(b.deepstack) for b in blocks if b.deepstack is not None}
+        if len(levels) != 1:
+            raise ValueError("blocks disagree on the number of deepstack levels")
+        deepstack = [
+            torch.cat([b.deepstack[level] for b in blocks if b.deepstack is not None]) for level in range(levels.pop())
+        ]
+        return Block(embeds, positions, visual, deepstack)
+
+
+@dataclass
 class PromptParts:
     head: list[int]
     tail: list[int]
@@ -89,9 +121,10 @@ class StreamOps:
         self.size = size
 
     # ------------------------------------------------------------ pixels
-    def video_kwargs(self) -> dict:
+    def video_kwargs(self, num_frames: int | None = None) -> dict:
         """Video-processor options shared by the step-wise and the offline path: a FIXED per-frame
-        pixel budget (no total-video budget, which would depend on the frame count)."""
+        pixel budget (no total-video budget, which would depend on the frame count). ``num_frames``
+        (the frames of the call) is for processors whose budget covers the whole clip (Qwen3-VL)."""
         kwargs = {"do_sample_frames": False, "cap_pixels_per_frame": False}
         if self.size:
             kwargs["size"] = dict(self.size)
@@ -100,7 +133,7 @@ class StreamOps:
     def step_pixels(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel patches and ``grid_thw`` ([1, 3], in patches) of one grid step of raw frames
         (uint8 ``[temporal_patch_size, 3, H, W]``), exactly as the processor makes them."""
-        out = self.processor.video_processor(videos=[frames], return_tensors="pt", **self.video_kwargs())
+        out = self.processor.video_processor(videos=[frames], return_tensors="pt", **self.video_kwargs(int(frames.shape[0])))
         return out["pixel_values_videos"], out["video_grid_thw"]
 
     def offline_inputs(self, text: str, frames: torch.Tensor | None, fps: float):
@@ -117,13 +150,19 @@ class StreamOps:
             "width": width,
             "height": height,
         }
-        videos_kwargs = {**self.video_kwargs(), "video_metadata": [metadata]}
+        videos_kwargs = {**self.video_kwargs(count), "video_metadata": [metadata]}
         return self.processor(text=[text], videos=[frames], padding=True, return_tensors="pt", videos_kwargs=videos_kwargs)
 
     def encode_step(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``[H*W, D]`` of one grid step, in raster order of the merged grid."""
         device = self.model.device
         return self.adapter.encode_video(pixels.to(device), grid_thw.to(device))
+
+    def encode_step_parts(self, pixels: torch.Tensor, grid_thw: torch.Tensor):
+        """``(tokens [H*W, D], extras)``: the visual tokens the memory gets and whatever else the
+        family needs per step later (kept by the session, handed back to :meth:`step_block`).
+        Qwen2.5-VL: no extras."""
+        return self.encode_step(pixels, grid_thw), None
 
     def merged_grid(self, grid_thw: torch.Tensor) -> tuple[int, int]:
         _, height, width = self.adapter.merged_grid(grid_thw[0].tolist())
@@ -160,7 +199,6 @@ class StreamOps:
         vision = self.model.config.vision_config
         seconds_per_step = torch.tensor([self.temporal_patch_size / float(fps)], dtype=torch.float32)
         interval = getattr(vision, "tokens_per_second", 1) * seconds_per_step[0]
-        height, width = grid_hw
         candidates = [VideoLayout(head_length, grid_hw, interval, rule) for rule in ("after_grid", "after_max")]
         # probes: one step, and enough steps for the temporal positions to pass the spatial ones
         interval_value = float(interval)
@@ -210,23 +248,43 @@ class StreamOps:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.model.device)
         return self.model.get_input_embeddings()(ids)
 
-    def step_block(self, layout: VideoLayout, step: int, cells: torch.Tensor, features: torch.Tensor):
-        """Embeddings ``[n, D]`` and positions ``[3, n]`` that grid step ``step`` contributes (its kept
-        cells and their features). Qwen2.5-VL: just the visual tokens."""
-        return features, self.video_positions(layout, step, cells)
+    def step_block(self, layout: VideoLayout, step: int, cells: torch.Tensor, features: torch.Tensor,
+                   record=None, extras=None) -> Block:  # fmt: skip
+        """The :class:`Block` grid step ``step`` contributes: its kept ``cells`` and their
+        ``features``; ``record`` is the step's :class:`~fluxmem.memory.FrameRecord` (its merges) and
+        ``extras`` what :meth:`encode_step_parts` returned for it. Qwen2.5-VL: just the visual tokens."""
+        return Block(features, self.video_positions(layout, step, cells))
 
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache, *,
+                visual_mask: torch.Tensor | None = None, deepstack: list[torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """Run the language model on ``embeds [L, D]`` at ``positions [3, L]`` on top of ``cache``
         (extended in place); returns the float32 logits of the last token. Calls the decoder
-        directly, so the FluxMem switch's forward hook (on the top-level model) never sees it."""
-        embeds = embeds.to(self.model.device, self.model.dtype).unsqueeze(0)
-        positions = positions.to(self.model.device).unsqueeze(1)
+        directly, so the FluxMem switch's forward hook (on the top-level model) never sees it.
+        ``visual_mask`` (bool ``[L]``) and ``deepstack`` (per level ``[n_visual, D]``) go to decoders
+        with deepstack inputs (Qwen3-VL's ``visual_pos_masks`` / ``deepstack_visual_embeds``)."""
+        device, dtype = self.model.device, self.model.dtype
+        embeds = embeds.to(device, dtype).unsqueeze(0)
+        positions = positions.to(device).unsqueeze(1)
+        extra = {}
+        if deepstack is not None and visual_mask is not None and bool(visual_mask.any()):
+            extra = {
+                "visual_pos_masks": visual_mask.to(device).unsqueeze(0),
+                "deepstack_visual_embeds": [level.to(device, dtype) for level in deepstack],
+            }
         out = self.model.model.language_model(
-            inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True, **extra
         )
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
 
+    def forward_block(self, block: Block, cache) -> torch.Tensor:
+        """:meth:`forward` on a :class:`Block`."""
+        return self.forward(block.embeds, block.positions, cache, visual_mask=block.visual, deepstack=block.deepstack)
+
     # ------------------------------------------------------------ cache
+    can_cut: bool = True
+    """Whether :meth:`drop` can remove tokens from the middle of the cache (False for recurrent
+    state: the session then re-prefills its cache after dropping frames under a cap)."""
+
     def new_cache(self):
         return self.adapter.new_cache()
 

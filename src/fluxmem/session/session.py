@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..memory import FluxMemConfig, FluxMemory
-from .model_ops import StreamOps, VideoLayout, stream_ops_for
+from .model_ops import Block, StreamOps, VideoLayout, stream_ops_for
 
 _GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
 _TIERS = ("short", "mid", "long")
@@ -166,6 +166,7 @@ class StreamSession:
         self._layout: VideoLayout | None = None
         self._head: list[int] | None = None
         self._kept_counts: list[int] = []  # kept tokens per grid step (0 once evicted)
+        self._step_extras: list = []  # per grid step, what ops.encode_step_parts kept (deepstack; None once evicted)
         self._entered_mid = 0  # frames < this have left short-term
         self._evicted = 0  # frames < this were dropped by the cap
         self._cache = None
@@ -278,7 +279,7 @@ class StreamSession:
         started = time.perf_counter()
         pixels, grid_thw = self.ops.step_pixels(frames)
         encoded_at = time.perf_counter()
-        features = self.ops.encode_step(pixels, grid_thw)
+        features, extras = self.ops.encode_step_parts(pixels, grid_thw)
         memory_at = time.perf_counter()
         self._timings["preprocess"] += (encoded_at - started) * 1000
         self._timings["encode"] += (memory_at - encoded_at) * 1000
@@ -287,6 +288,7 @@ class StreamSession:
             self._memory = FluxMemory(self.config, grid_hw, temporal_patch_size=self.ops.temporal_patch_size)
         update = self._memory.push(features)
         self._kept_counts.append(self._memory.cells)
+        self._step_extras.append(extras)
         if update.entered_mid is not None:
             self._entered_mid = update.entered_mid + 1
             self._kept_counts[update.entered_mid] = int(self._memory.kept(update.entered_mid)[0].numel())
@@ -327,11 +329,14 @@ class StreamSession:
             if self._cached_spans and self._cached_spans[0][0] == index:
                 dropped_cached += self._cached_spans.pop(0)[1]
             self._kept_counts[index] = 0
+            self._step_extras[index] = None
             self._memory.forget(index)
             self._evicted += 1
-        if dropped_cached:
+        if dropped_cached and self.ops.can_cut:
             start = len(self._head)
             self.ops.drop(self._cache, start, start + dropped_cached)
+        elif dropped_cached:  # a recurrent state cannot forget tokens: prefill the cache again
+            self._cache, self._cached_spans = None, []
         self._cached_frames = max(self._cached_frames, self._evicted)
 
     # ================================================================== cache
@@ -346,26 +351,35 @@ class StreamSession:
         self._ensure_layout()
         if self._cache is None:
             self._cache = self.ops.new_cache()
+            self._cached_frames = self._evicted
             head = self._head
             self.ops.forward(self.ops.embed(head), self.ops.text_positions(0, len(head)), self._cache)
         final = self._memory.num_final
         start = max(self._cached_frames, self._evicted)
         if start >= final:
             return
-        embeds, positions, spans = [], [], []
+        blocks, spans = [], []
         for index in range(start, final):
-            e, p = self._block(index)
-            embeds.append(e)
-            positions.append(p)
-            spans.append((index, e.shape[0]))
-        self.ops.forward(torch.cat(embeds), torch.cat(positions, dim=1), self._cache)
+            block = self._segment(index)
+            blocks.append(block)
+            spans.append((index, block.embeds.shape[0]))
+        self.ops.forward_block(Block.join(blocks), self._cache)
         self._cached_spans.extend(spans)
         self._cached_frames = final
         self._peak_cache_tokens = max(self._peak_cache_tokens, self.ops.cache_length(self._cache))
 
-    def _block(self, index: int):
+    def _segment(self, index: int) -> Block:
+        """The language-model rows of grid step ``index`` now (kept tokens, plus the family's text
+        and deepstack features around them)."""
         cells, features = self._memory.kept(index)
-        return self.ops.step_block(self._layout, index, cells, features)
+        return self.ops.step_block(
+            self._layout, index, cells, features, record=self._memory.frames[index], extras=self._step_extras[index]
+        )
+
+    def _block(self, index: int):
+        """``(embeds, positions)`` of grid step ``index`` (see :meth:`_segment`)."""
+        block = self._segment(index)
+        return block.embeds, block.positions
 
     # ================================================================== ask
     def ask(self, question: str, *, max_new_tokens: int = 128, reuse_cache: bool | None = None, **generate_options) -> StreamAnswer:
@@ -390,12 +404,12 @@ class StreamSession:
     def _answer(self, question, max_new_tokens, options, reuse_cache, *, record) -> StreamAnswer:
         started = time.perf_counter()
         use_cache = self.reuse_cache if reuse_cache is None else bool(reuse_cache)
-        cache, embeds, positions, next_position = self._prefill_inputs(question, use_cache)
+        cache, block, next_position = self._prefill_block(question, use_cache)
         snapshot = self.ops.snapshot(cache) if use_cache and self.num_steps else None
         reused = self.ops.cache_length(cache)
         prefill_at = time.perf_counter()
         try:
-            logits = self.ops.forward(embeds, positions, cache)
+            logits = self.ops.forward_block(block, cache)
             decode_at = time.perf_counter()
             tokens = self._decode(logits, cache, next_position, max_new_tokens, options)
         finally:
@@ -417,19 +431,24 @@ class StreamSession:
             latency_ms=(done - started) * 1000,
             memory=self._memory_summary(),
             timings_ms={"prepare": round((prefill_at - started) * 1000, 3), "prefill": round(prefill_ms, 3), "decode": round(decode_ms, 3)},
-            prompt_tokens=reused + embeds.shape[0],
-            prefilled_tokens=embeds.shape[0],
+            prompt_tokens=reused + block.embeds.shape[0],
+            prefilled_tokens=block.embeds.shape[0],
         )
 
     def _prefill_inputs(self, question: str, use_cache: bool):
-        """``(cache, embeds [L, D], positions [3, L], next_position)`` for a question now: with
-        ``use_cache`` the session's cache and only the non-final frames + the tail; otherwise a new
-        cache and the whole pruned prompt (what the offline switch prefills)."""
+        """``(cache, embeds [L, D], positions [3, L], next_position)``: :meth:`_prefill_block` unpacked."""
+        cache, block, next_position = self._prefill_block(question, use_cache)
+        return cache, block.embeds, block.positions, next_position
+
+    def _prefill_block(self, question: str, use_cache: bool):
+        """``(cache, block, next_position)`` for a question now (``block``: the rows to prefill, a
+        :class:`Block`): with ``use_cache`` the session's cache and only the non-final frames + the
+        tail; otherwise a new cache and the whole pruned prompt (what the offline switch prefills)."""
         history = self._history if self.history_enabled else []
         steps = self.num_steps
         if steps == 0:
             ids = self.ops.encode_text(self.ops.render(self._messages(question, history, with_video=False)))
-            return self.ops.new_cache(), self.ops.embed(ids), self.ops.text_positions(0, len(ids)), len(ids)
+            return self.ops.new_cache(), Block(self.ops.embed(ids), self.ops.text_positions(0, len(ids))), len(ids)
         self._ensure_layout()
         parts = self.ops.prompt_ids(self._messages(question, history, with_video=True))
         if parts.head != self._head:
@@ -441,17 +460,13 @@ class StreamSession:
             if self._cache is None:
                 self._extend_cache()
             cache, first = self._cache, max(self._memory.num_final, self._evicted)
-            embeds, positions = [], []
+            blocks = []
         else:
             cache, first = self.ops.new_cache(), self._evicted
-            embeds, positions = [self.ops.embed(self._head)], [self.ops.text_positions(0, len(self._head))]
-        for index in range(first, steps):
-            e, p = self._block(index)
-            embeds.append(e)
-            positions.append(p)
-        embeds.append(self.ops.embed(parts.tail))
-        positions.append(self.ops.text_positions(tail_start, len(parts.tail)))
-        return cache, torch.cat(embeds), torch.cat(positions, dim=1), next_position
+            blocks = [Block(self.ops.embed(self._head), self.ops.text_positions(0, len(self._head)))]
+        blocks += [self._segment(index) for index in range(first, steps)]
+        blocks.append(Block(self.ops.embed(parts.tail), self.ops.text_positions(tail_start, len(parts.tail))))
+        return cache, Block.join(blocks), next_position
 
     def _decode(self, logits, cache, next_position, max_new_tokens, options) -> list[int]:
         """Greedy (or sampled) decoding with the stock model, one token per step."""
