@@ -12,6 +12,9 @@ reset per mode through /proc/self/clear_refs) or ``torch.cuda.max_memory_allocat
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 
 import torch
@@ -79,7 +82,7 @@ def batch_for(processor, args):
 
 def run_mode(model, batch, args, use_fluxmem: bool) -> dict:
     import fluxmem
-    from fluxmem.train import TrainConfig, gradient_safe_memory, prepare_parameters
+    from fluxmem.train import TrainConfig, prepare_parameters
     from fluxmem.train.trainer import param_groups
 
     prepare_parameters(model, TrainConfig(model="x", datasets=["x"]))
@@ -89,8 +92,7 @@ def run_mode(model, batch, args, use_fluxmem: bool) -> dict:
     cuda = args.device.startswith("cuda")
 
     def step():
-        with gradient_safe_memory():
-            loss = model(**batch, use_fluxmem=use_fluxmem).loss
+        loss = model(**batch, use_fluxmem=use_fluxmem).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -134,14 +136,27 @@ def main(argv=None) -> None:
     parser.add_argument("--medium-frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mode", choices=["baseline", "fluxmem"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    model, processor = build(args)
-    batch = batch_for(processor, args)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    if args.mode:  # one mode in a fresh process, so that allocator state of the other cannot leak in
+        model, processor = build(args)
+        row = run_mode(model, batch_for(processor, args), args, args.mode == "fluxmem")
+        if not args.device.startswith("cuda"):
+            row["peak_mib"] = _rss_kib("VmHWM") / 1024  # the whole process: model, optimizer, activations
+        print(json.dumps(row))
+        return
+    params = sum(p.numel() for p in build(args)[0].parameters()) / 1e6
     print(f"model {params:.1f}M parameters, video {args.frames} frames of {args.size}x{args.size}, "
           f"memory short={args.short_frames} medium={args.medium_frames} raw frames, device {args.device}, "
-          f"median of {args.steps} steps")
-    rows = [run_mode(model, batch, args, use) for use in (False, True)]
+          f"median of {args.steps} steps; each mode in a fresh process"
+          + ("" if args.device.startswith("cuda") else ", peak = the process's peak resident memory"))
+    rows = []
+    for mode in ("baseline", "fluxmem"):
+        command = [sys.executable, __file__, "--mode", mode] + [
+            f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items() if key != "mode"
+        ]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
     print(f"{'mode':<9} {'step (s)':>9} {'peak (MiB)':>11} {'visual tokens':>14} {'retained':>9} {'LLM seq':>8}")
     for row in rows:
         print(f"{row['mode']:<9} {row['step_s']:>9.3f} {row['peak_mib']:>11.1f} {row['kept']:>6}/{row['visual']:<7} "
