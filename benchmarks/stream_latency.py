@@ -62,7 +62,7 @@ def build_model(seed: int = 0):
     return model, processor
 
 
-def frames_until(seconds: int, size: int) -> "numpy.ndarray":  # noqa: F821
+def frames_until(seconds: int, size: int):
     return moving_square_frames(int(seconds), height=size, width=size)
 
 
