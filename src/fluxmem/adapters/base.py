@@ -112,7 +112,40 @@ class ModelAdapter:
             per_video.append(parts)
         return _join_outputs(per_video)
 
-    # ---- shared
+    # ---- shared steps of ``prepare``, in the stock forward's own terms
+    def place_features(
+        self, input_ids: torch.Tensor, image: torch.Tensor | None, video: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text embeddings with image and video features placed by the model's own
+        ``get_placeholder_mask`` + ``masked_scatter``; returns ``(embeds, video in embeds' dtype)``."""
+        core = self.model.model
+        embeds = core.get_input_embeddings()(input_ids)
+        if image is not None:
+            image = image.to(embeds.device, embeds.dtype)
+            image_mask, _ = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
+            embeds = embeds.masked_scatter(image_mask, image)
+        if video is not None:
+            video = video.to(embeds.device, embeds.dtype)
+            _, video_mask = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, video_features=video)
+            embeds = embeds.masked_scatter(video_mask, video)
+        return embeds, video
+
+    def stock_positions(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        mm_token_type_ids: torch.Tensor | None,
+        **rope_inputs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M-RoPE positions [3, B, L], rope deltas)`` from the model's ``get_rope_index``;
+        positions that ``generate`` already computed (a text row, then three M-RoPE rows) win."""
+        if mm_token_type_ids is None:
+            mm_token_type_ids = self.mm_token_type_ids(input_ids)
+        positions, deltas = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, **rope_inputs)
+        if position_ids is not None:
+            positions = position_ids[-3:]
+        return positions, deltas
+
     def merged_grid(self, grid_thw) -> tuple[int, int, int]:
         t, h, w = (int(v) for v in grid_thw)
         merge = self.spatial_merge_size

@@ -39,40 +39,27 @@ class Qwen2_5_VLAdapter(ModelAdapter):
         mm_encoder_outputs: dict | None = None,
         **_: object,
     ) -> PreparedInputs:
-        core = self._core
-        embeds = core.get_input_embeddings()(input_ids)
         encoded = mm_encoder_outputs or {}  # generate() encodes pixels before the prefill
         image = None
         if encoded.get("image") is not None:
             image = torch.cat(encoded["image"].pooler_output)
         elif pixel_values is not None:
-            image = torch.cat(core.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output)
-        if image is not None:
-            image = image.to(embeds.device, embeds.dtype)
-            image_mask, _ = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
-            embeds = embeds.masked_scatter(image_mask, image)
+            image = torch.cat(self._core.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output)
         video = None
         if encoded.get("video") is not None:
             video = torch.cat(encoded["video"].pooler_output)
         elif pixel_values_videos is not None:
             video = self.encode_video(pixel_values_videos, video_grid_thw)
-        if video is not None:
-            video = video.to(embeds.device, embeds.dtype)
-            _, video_mask = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, video_features=video)
-            embeds = embeds.masked_scatter(video_mask, video)
-
-        if mm_token_type_ids is None:
-            mm_token_type_ids = self.mm_token_type_ids(input_ids)
-        rope_positions, rope_deltas = core.get_rope_index(
+        embeds, video = self.place_features(input_ids, image, video)
+        rope_positions, rope_deltas = self.stock_positions(
             input_ids,
-            mm_token_type_ids=mm_token_type_ids,
+            position_ids,
+            mm_token_type_ids,
             image_grid_thw=image_grid_thw,
             video_grid_thw=video_grid_thw,
             second_per_grid_ts=second_per_grid_ts,
             attention_mask=attention_mask,
         )
-        if position_ids is not None:  # generate's layout: a text row, then the three M-RoPE rows
-            rope_positions = position_ids[-3:]
         return PreparedInputs(embeds, rope_positions, rope_deltas, video, extras={})
 
     def encode_video(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:

@@ -80,32 +80,22 @@ class Qwen3VLAdapter(ModelAdapter):
         mm_encoder_outputs: dict | None = None,
         **_: object,
     ) -> PreparedInputs:
-        core = self._core
-        embeds = core.get_input_embeddings()(input_ids)
         encoded = mm_encoder_outputs or {}
         image_output = self._encoder_output("image", encoded, pixel_values, image_grid_thw)
         video_output = self._encoder_output("video", encoded, pixel_values_videos, video_grid_thw)
-        if image_output is not None:
-            image = torch.cat(image_output.pooler_output).to(embeds.device, embeds.dtype)
-            image_mask, _ = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
-            embeds = embeds.masked_scatter(image_mask, image)
-        video = None
-        if video_output is not None:
-            video = torch.cat(video_output.pooler_output).to(embeds.device, embeds.dtype)
-            _, video_mask = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, video_features=video)
-            embeds = embeds.masked_scatter(video_mask, video)
-
-        if mm_token_type_ids is None:
-            mm_token_type_ids = self.mm_token_type_ids(input_ids)
-        rope_positions, rope_deltas = core.get_rope_index(
+        embeds, video = self.place_features(
             input_ids,
-            mm_token_type_ids=mm_token_type_ids,
+            None if image_output is None else torch.cat(image_output.pooler_output),
+            None if video_output is None else torch.cat(video_output.pooler_output),
+        )
+        rope_positions, rope_deltas = self.stock_positions(
+            input_ids,
+            position_ids,
+            mm_token_type_ids,
             image_grid_thw=image_grid_thw,
             video_grid_thw=video_grid_thw,
             attention_mask=attention_mask,
         )
-        if position_ids is not None:  # generate's layout: a text row, then the three M-RoPE rows
-            rope_positions = position_ids[-3:]
         extras = {"input_ids": input_ids, "image_output": image_output, "video_output": video_output}
         return PreparedInputs(embeds, rope_positions, rope_deltas, video, extras=extras)
 
