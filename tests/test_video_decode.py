@@ -109,3 +109,18 @@ def test_real_clip_window_decodes_only_the_window():
     decoded = decode_frames(path, start_time=8.0, end_time=9.0)
     assert decoded.indices == list(range(200, 226))
     assert decoded.num_decoded < 100  # keyframes every ~1-2 s; the first 200 frames are skipped
+
+
+def test_decode_progress_reports_every_wanted_frame(tmp_path):
+    from fluxmem.testing import moving_square_frames, write_video
+    from fluxmem.video import decode_frames, decode_progress
+
+    path = write_video(tmp_path / "clip.mp4", moving_square_frames(12), fps=4.0)
+    seen = []
+    with decode_progress(lambda done, total: seen.append((done, total))):
+        decode_frames(path, [1, 5, 9, 11])
+    decode_frames(path, [0, 2])  # outside the block: no reports
+    assert seen[-1] == (4, 4)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert all(total == 4 for _, total in seen)
+

@@ -90,14 +90,26 @@ def build_messages(video, question: str, sampling: SamplingOptions, system: str 
     return messages
 
 
-def build_inputs(processor, messages: list[dict]):
-    """Processor inputs for chat ``messages`` (videos sampled by :func:`fluxmem.video.process_vision_info`)."""
-    from .video import process_vision_info
+def build_inputs(processor, messages: list[dict], *, progress: bool = False):
+    """Processor inputs for chat ``messages`` (videos sampled by :func:`fluxmem.video.process_vision_info`),
+    with a progress bar over the decoded frames when ``progress``."""
+    from tqdm.auto import tqdm
+
+    from .video import decode_progress, process_vision_info
 
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # frames are resized for the family's patch (14 px on Qwen2/2.5-VL, 16 px on Qwen3-VL / 3.5)
     patch = getattr(getattr(processor, "video_processor", None), "patch_size", 14) or 14
-    images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True, image_patch_size=patch)
+    with tqdm(desc="decoding", unit="frame", disable=not progress) as bar:
+
+        def report(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        with decode_progress(report):
+            images, videos, video_kwargs = process_vision_info(
+                messages, return_video_kwargs=True, image_patch_size=patch
+            )
     return processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
 
 
@@ -140,7 +152,7 @@ def answer(
     sampling = sampling or SamplingOptions()
     timings = {}
     started = time.perf_counter()
-    inputs = build_inputs(processor, build_messages(video, question, sampling, system))
+    inputs = build_inputs(processor, build_messages(video, question, sampling, system), progress=progress)
     timings["decode_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     encoded = encode_videos(model, inputs, progress=progress)

@@ -12,6 +12,8 @@ the file and the fix; no PyAV exception escapes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -190,6 +192,20 @@ def _probe_open(container, src: str) -> VideoInfo:
     )
 
 
+_PROGRESS: contextvars.ContextVar = contextvars.ContextVar("fluxmem_decode_progress", default=None)
+
+
+@contextlib.contextmanager
+def decode_progress(callback):
+    """Within the block, ``callback(done, total)`` is called as the wanted frames of each video are
+    decoded (for progress bars; ``total`` is per video)."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def decode_frames(
     path,
     indices=None,
@@ -296,9 +312,12 @@ def _decode_selected(container, stream, info: VideoInfo, targets: list[int]) -> 
                 idx = 0
             fresh_segment = False
             pos, last_frame, last_index = idx, frame, idx
+            filled = ti
             while ti < len(targets) and targets[ti] <= idx:
                 out[targets[ti]] = frame.to_ndarray(format="rgb24")
                 ti += 1
+            if ti != filled and (report := _PROGRESS.get()) is not None:
+                report(ti, len(targets))
     except Exception as exc:
         raise VideoError(
             f"{src} is truncated or corrupt: decoding failed after frame {last_index} ({_reason(exc)}). {_REENCODE}."
