@@ -41,19 +41,8 @@ class Qwen2VLStreamOps(StreamOps):
 
     model_types = ("qwen2_vl",)
 
-    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float) -> VideoLayout:
-        interval = torch.tensor(1.0, dtype=torch.float32)
-        seconds_per_step = torch.tensor([self.temporal_patch_size / float(fps)], dtype=torch.float32)
-        candidates = [VideoLayout(head_length, grid_hw, interval, rule) for rule in ("after_grid", "after_max")]
-        for steps in (1, max(grid_hw) + 2):  # the second probe's temporal ids pass the spatial ones
-            expected = self._rope_reference(head_length, steps, grid_hw, seconds_per_step)
-            candidates = [c for c in candidates if torch.equal(self._positions_for_probe(c, steps, 3), expected)]
-        if not candidates:
-            raise UnsupportedModelError(
-                f"{self.adapter.family}: the installed transformers numbers video positions in a way the streaming "
-                "session does not reproduce; use the offline path (model.generate with use_fluxmem=True)."
-            )
-        return candidates[0]
+    def temporal_interval(self, seconds_per_step: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(1.0, dtype=torch.float32)  # one position per grid step, whatever the fps
 
 
 class BlockLayout(VideoLayout):

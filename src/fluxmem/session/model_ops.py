@@ -196,9 +196,8 @@ class StreamOps:
         """The video layout for a head of ``head_length`` tokens, checked against the model's own
         position code (``get_rope_index``) so that a transformers version numbering positions
         differently fails loudly instead of answering slightly wrong."""
-        vision = self.model.config.vision_config
         seconds_per_step = torch.tensor([self.temporal_patch_size / float(fps)], dtype=torch.float32)
-        interval = getattr(vision, "tokens_per_second", 1) * seconds_per_step[0]
+        interval = self.temporal_interval(seconds_per_step)
         candidates = [VideoLayout(head_length, grid_hw, interval, rule) for rule in ("after_grid", "after_max")]
         # probes: one step, and enough steps for the temporal positions to pass the spatial ones
         interval_value = float(interval)
@@ -212,6 +211,12 @@ class StreamOps:
                 "session does not reproduce; use the offline path (model.generate with use_fluxmem=True)."
             )
         return candidates[0]
+
+    def temporal_interval(self, seconds_per_step: torch.Tensor) -> torch.Tensor:
+        """How far the temporal position moves per grid step (Qwen2.5-VL: tokens_per_second x the
+        step's seconds; a family that counts steps overrides this)."""
+        tokens_per_second = getattr(self.model.config.vision_config, "tokens_per_second", 1)
+        return tokens_per_second * seconds_per_step[0]
 
     def _rope_reference(self, head_length, steps, grid_hw, seconds_per_step) -> torch.Tensor:
         height, width = grid_hw
