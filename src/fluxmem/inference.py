@@ -16,6 +16,7 @@ from PIL import Image
 
 from .adapters import get_state, registry
 from .errors import ConfigError, InputError
+from .inputs import chat_messages, processor_inputs
 
 
 @dataclass(frozen=True)
@@ -83,34 +84,14 @@ class Answer:
 
 
 def build_messages(video, question: str, sampling: SamplingOptions, system: str | None = None) -> list[dict]:
-    if not isinstance(question, str) or not question.strip():
-        raise InputError("the question is empty; pass the text to ask about the video.")
-    messages = [] if system is None else [{"role": "system", "content": system}]
-    messages.append({"role": "user", "content": [sampling.video_item(video), {"type": "text", "text": question}]})
-    return messages
+    """Chat messages asking ``question`` about ``video`` sampled with ``sampling``."""
+    return chat_messages(question, [sampling.video_item(video)], system=system)
 
 
-def build_inputs(processor, messages: list[dict], *, progress: bool = False):
-    """Processor inputs for chat ``messages`` (videos sampled by :func:`fluxmem.video.process_vision_info`),
-    with a progress bar over the decoded frames when ``progress``."""
-    from tqdm.auto import tqdm
-
-    from .video import decode_progress, process_vision_info
-
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # frames are resized for the family's patch (14 px on Qwen2/2.5-VL, 16 px on Qwen3-VL / 3.5)
-    patch = getattr(getattr(processor, "video_processor", None), "patch_size", 14) or 14
-    with tqdm(desc="decoding", unit="frame", disable=not progress) as bar:
-
-        def report(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        with decode_progress(report):
-            images, videos, video_kwargs = process_vision_info(
-                messages, return_video_kwargs=True, image_patch_size=patch
-            )
-    return processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
+def build_inputs(processor, messages: list[dict], *, progress: bool = False, second_per_grid_ts=None):
+    """Processor inputs for chat ``messages`` (see :func:`fluxmem.inputs.processor_inputs`), with a
+    progress bar over the decoded frames when ``progress``."""
+    return processor_inputs(processor, messages, progress=progress, second_per_grid_ts=second_per_grid_ts)
 
 
 def encode_videos(model, inputs, *, progress: bool = False, chunk_steps: int = 8) -> dict | None:
@@ -146,13 +127,16 @@ def answer(
     use_fluxmem: bool | None = None,
     progress: bool = False,
     system: str | None = None,
+    second_per_grid_ts: list[float] | None = None,
     **generate_kwargs,
 ) -> Answer:
-    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default."""
+    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
+    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
     sampling = sampling or SamplingOptions()
     timings = {}
     started = time.perf_counter()
-    inputs = build_inputs(processor, build_messages(video, question, sampling, system), progress=progress)
+    messages = build_messages(video, question, sampling, system)
+    inputs = build_inputs(processor, messages, progress=progress, second_per_grid_ts=second_per_grid_ts)
     timings["decode_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     encoded = encode_videos(model, inputs, progress=progress)

@@ -262,15 +262,13 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return messages
 
     def build(self, record: Record) -> dict:
-        from ..video import process_vision_info
+        from ..inputs import processor_inputs
 
         for path in record.media:
             if not os.path.exists(path):
                 raise InputError(f"missing file {path}")
         messages = self.messages(record)
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        images, videos, video_kwargs = process_vision_info(messages, return_video_kwargs=True)
-        inputs = self.processor(text=[text], images=images, videos=videos, return_tensors="pt", **video_kwargs)
+        inputs = processor_inputs(self.processor, messages, add_generation_prompt=False)
         input_ids = inputs["input_ids"][0]
         if self.config.max_length is not None and input_ids.numel() > self.config.max_length:
             raise InputError(f"{input_ids.numel()} tokens, more than max_length={self.config.max_length}")

@@ -7,7 +7,7 @@ in ``task_dict``, shards the requests itself by ``rank``/``world_size`` (taken f
 ``(ctx, doc_to_messages, gen_kwargs, doc_id, task, split)``.
 
 Each request goes through the same path as ``fluxmem ask``: :func:`fluxmem.loading.load_model`,
-:func:`fluxmem.video.process_vision_info` with :class:`fluxmem.inference.SamplingOptions`,
+:func:`fluxmem.inputs.processor_inputs` with :class:`fluxmem.inference.SamplingOptions`,
 :func:`fluxmem.inference.encode_videos` and ``model.generate`` with the switch on (or off with
 ``use_fluxmem=False`` for the baseline).
 """
@@ -15,7 +15,7 @@ Each request goes through the same path as ``fluxmem ask``: :func:`fluxmem.loadi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from lmms_eval.api.instance import GenerationResult, TokenCounts
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ...adapters import get_state
 from ...errors import ConfigError, FluxMemError
 from ...inference import SamplingOptions, encode_videos
+from ...inputs import VisionInputs, decode_media, processor_inputs
 from ...memory import FluxMemConfig
 from . import MODEL_NAME
 from . import messages as _messages
@@ -42,9 +43,7 @@ class _VisionCache:
     the same videos with the same options (benchmarks ask several questions per video)."""
 
     key: tuple | None = None
-    images: list | None = None
-    videos: list | None = None
-    video_kwargs: dict = field(default_factory=dict)
+    media: VisionInputs | None = None
     encoded: dict | None = None
 
 
@@ -243,20 +242,17 @@ class FluxMemQwen2_5_VL(lmms):
         Videos are decoded and encoded once per distinct set of videos when ``cache_videos``.
         ``input_tokens`` counts the prompt tokens the language model processed (after pruning).
         """
-        from ...video import process_vision_info
-
-        text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         key = _vision_key(conversation) if self.cache_videos else None
         cached = key is not None and key == self._cache.key
         if cached:
-            images, videos, video_kwargs = self._cache.images, self._cache.videos, self._cache.video_kwargs
+            media = self._cache.media
             self.video_cache_hits += 1
         else:
-            images, videos, video_kwargs = process_vision_info(conversation, return_video_kwargs=True)
-        inputs = self.processor(text=[text], images=images, videos=videos, padding=True, return_tensors="pt", **video_kwargs)
+            media = decode_media(self.processor, conversation)
+        inputs = processor_inputs(self.processor, conversation, media=media)
         encoded = self._cache.encoded if cached else encode_videos(self.model, inputs)
         if not cached:
-            self._cache = _VisionCache(key, images, videos, video_kwargs, encoded) if key is not None else _VisionCache()
+            self._cache = _VisionCache(key, media, encoded) if key is not None else _VisionCache()
         model_inputs = {k: v for k, v in inputs.items() if not (encoded is not None and k == "pixel_values_videos")}
         model_inputs = {k: (v.to(self.model.device) if hasattr(v, "to") else v) for k, v in model_inputs.items()}
         if encoded is not None:
