@@ -39,7 +39,7 @@ def _reset_peak() -> None:
 def build(args):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from fluxmem.adapters import attach
+    from fluxmem.adapters import install
     from fluxmem.memory import FluxMemConfig
     from fluxmem.testing import build_processor, build_tokenizer, tiny_qwen2_5_vl_config
 
@@ -60,7 +60,7 @@ def build(args):
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(config).to(args.device)
-    attach(model, FluxMemConfig(short_frames=args.short_frames, medium_frames=args.medium_frames), active=False)
+    install(model, FluxMemConfig(short_frames=args.short_frames, medium_frames=args.medium_frames), default_active=False)
     return model, processor
 
 

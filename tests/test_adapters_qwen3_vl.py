@@ -6,12 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fluxmem.adapters import attach, detach, get_state, registry
+from fluxmem.adapters import detach, get_state, install, registry
 from fluxmem.adapters.pruning import merge_like, prune_prefill
 from fluxmem.errors import InputError
 from fluxmem.memory import FluxMemConfig, compress
 from fluxmem.testing import moving_square_frames
-from fluxmem.testing_families import _merge_reference, build_tiny, reference_pruned_greedy, video_inputs
+from fluxmem.testing_families import (
+    _merge_reference,
+    build_tiny,
+    reference_pruned_greedy,
+    video_inputs,
+)
 
 CONFIG = FluxMemConfig(short_frames=4, medium_frames=8)
 
@@ -19,7 +24,7 @@ CONFIG = FluxMemConfig(short_frames=4, medium_frames=8)
 @pytest.fixture(scope="module")
 def tiny():
     model, processor = build_tiny("qwen3_vl")
-    attach(model, CONFIG, active=True)
+    install(model, CONFIG, default_active=True)
     yield model, processor
     detach(model)
 
@@ -104,7 +109,7 @@ def test_batch_with_padding_equals_each_sample_alone(tiny):
     for inputs in (long_inputs, short_inputs):
         out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
         alone.append(out[0, inputs["input_ids"].shape[1] :].tolist())
-    messages = lambda q: [{"role": "user", "content": [{"type": "video", "video": "v"}, {"type": "text", "text": q}]}]  # noqa: E731
+    messages = lambda q: [{"role": "user", "content": [{"type": "video", "video": "v"}, {"type": "text", "text": q}]}]
     texts = [
         processor.apply_chat_template(messages(q), tokenize=False, add_generation_prompt=True)
         for q in ("What is moving in the video?", "What color is the square?")
@@ -146,7 +151,7 @@ def test_encoder_output_without_deepstack_is_rejected(tiny):
 
 def test_moe_variant_prunes_deepstack_too():
     model, processor = build_tiny("qwen3_vl_moe")
-    attach(model, CONFIG)
+    install(model, CONFIG, default_active=True)
     inputs = video_inputs(processor, _frames(16))
     out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     tokens = out[0, inputs["input_ids"].shape[1] :].tolist()

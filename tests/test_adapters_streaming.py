@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fluxmem.session.families  # noqa: F401  (registers the strategies)
-from fluxmem.adapters import attach
+from fluxmem.adapters import install
 from fluxmem.errors import UnsupportedModelError
 from fluxmem.session import StreamSession
 from fluxmem.testing import moving_square_frames
 from fluxmem.testing_families import build_tiny
 
-MEMORY = dict(short_frames=4, medium_frames=8)
+MEMORY = {"short_frames": 4, "medium_frames": 8}
 QUESTION = "What is moving in the video?"
 
 
@@ -27,7 +26,7 @@ def _offline_tokens(model, session, max_new_tokens):
 @pytest.mark.parametrize("fps", [1.0, 2.0])
 def test_qwen2_vl_session_equals_offline_generation_at_several_moments(fps):
     model, processor = build_tiny("qwen2_vl")
-    attach(model)
+    install(model, default_active=True)
     session = StreamSession(model, processor, keep_frames=True, fps=fps, **MEMORY)
     frames = moving_square_frames(24, square=56)
     moments = 0
@@ -45,9 +44,9 @@ def test_qwen2_vl_session_equals_offline_generation_at_several_moments(fps):
 def test_a_family_without_a_streaming_strategy_is_refused_clearly(monkeypatch):
     """An adapter registered for offline pruning but with no streaming strategy gets a clear
     message pointing to the offline path, not a wrong answer."""
-    from fluxmem.session import model_ops
+    from fluxmem.adapters.qwen3_5 import Qwen3_5Adapter
 
     model, processor = build_tiny("qwen3_5")
-    monkeypatch.delitem(model_ops._OPS, "qwen3_5")
+    monkeypatch.setattr(Qwen3_5Adapter, "streaming", None)
     with pytest.raises(UnsupportedModelError, match="does not support .* yet.*use_fluxmem=True"):
         StreamSession(model, processor)

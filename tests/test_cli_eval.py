@@ -120,5 +120,96 @@ def test_eval_tasks_and_balanced_limit(fixtures, tiny_model_dir, tmp_path, capsy
     assert items[1]["clip_start"] == 0.0 and items[1]["clip_end"] == 70.0  # 256 s window
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["tasks"] == ["OP", "CR", "SQA"] and run["settings"]["limit"] == 4
-    assert run["settings"]["context"] == 256.0
+    assert run["settings"]["protocol"] == "fluxmem" and run["settings"]["protocol_settings"]["context"] == 256.0
     assert "Sequential Question Answering (SQA)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ one-line errors and warnings
+
+
+def _one_line(capsys, text):
+    err = capsys.readouterr().err.strip()
+    assert text in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_eval_out_naming_a_file(fixtures, tmp_path, capsys):
+    sb = fixtures["sb"]
+    out = tmp_path / "results.txt"
+    out.write_text("not a directory")
+    argv = ["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--videos", str(sb["videos"]),
+            "--out", str(out), "--model", str(tmp_path / "no-model")]
+    assert main(argv) == 2
+    _one_line(capsys, f"--out {out} is a file; pass a directory")
+    assert main([*argv, "--dry-run"]) == 2
+    _one_line(capsys, "is a file")
+    assert out.read_text() == "not a directory"
+
+
+def test_eval_negative_context_is_rejected(fixtures, tmp_path, capsys):
+    sb = fixtures["sb"]
+    argv = ["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--videos", str(sb["videos"]),
+            "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-model"), "--context", "-5"]
+    assert main(argv) == 2
+    _one_line(capsys, "--context must be seconds >= 0 (0 = all of the past), got -5")
+    assert not (tmp_path / "o").exists()
+
+
+def test_score_streamingbench_unknown_field(fixtures, tmp_path, capsys):
+    ann = tmp_path / "q.json"
+    subsets = json.loads((fixtures["sb"]["annotations"] / "Real_Time_Visual_Understanding.json").read_text())
+    for subset in subsets:
+        for q in subset["questions"]:
+            q["MyModel"] = "A"
+    ann.write_text(json.dumps(subsets))
+    argv = ["score", "streamingbench", "--annotations", str(ann), "--out", str(tmp_path / "s")]
+    assert main([*argv, "--field", "NoSuchModel"]) == 2
+    _one_line(capsys, "holds the field 'NoSuchModel'; reply fields found: MyModel")
+    plain = fixtures["sb"]["annotations"] / "Real_Time_Visual_Understanding.json"
+    assert main(["score", "streamingbench", "--annotations", str(plain), "--out", str(tmp_path / "s"),
+                 "--field", "MyModel"]) == 2
+    _one_line(capsys, "reply fields found: none (the file holds annotations only)")
+    assert main([*argv, "--field", "MyModel", "--replies", "r.jsonl"]) == 2
+    _one_line(capsys, "--replies is for ovobench")
+    assert not (tmp_path / "s" / "scores.json").exists()
+
+
+def test_score_ovobench_rejects_field(fixtures, tmp_path, capsys):
+    replies = tmp_path / "r.jsonl"
+    replies.write_text('{"id": 0, "response": "A"}\n')
+    assert main(["score", "ovobench", "--annotations", str(fixtures["ovo"]["annotations"]), "--replies",
+                 str(replies), "--field", "MyModel", "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, "--field is for streamingbench")
+
+
+def test_sequential_qa_out_of_time_order_warns(tmp_path):
+    from fluxmem.eval import DataIssues, load_streamingbench
+
+    video = [[{"video_path": "./v.mp4", "questions": [{
+        "task_type": "Sequential Question Answering", "question": f"Q{k}", "time_stamp": ts, "answer": "A",
+        "options": ["a", "b"]}]} for k, ts in enumerate(("00:00:50", "00:00:20", "00:01:00"))]]
+    path = tmp_path / "sqa.json"
+    path.write_text(json.dumps(video))
+    issues = DataIssues(log_limit=0)
+    items = load_streamingbench(path, issues=issues)
+    assert issues["sqa_out_of_time_order"] == 1 and "asked at 20 s after a question at 50 s" in \
+        issues.examples["sqa_out_of_time_order"][0]
+    assert [i.meta["history"] for i in items] == [0, 1, 2]  # file order kept, as the benchmark's code
+
+
+def test_score_mentions_torn_and_duplicate_lines(fixtures, tmp_path, capsys):
+    from fluxmem.eval import load_ovobench
+
+    items = load_ovobench(fixtures["ovo"]["annotations"])
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [json.dumps({"uid": i.uid, "response": "A", "eval_item": {k: v for k, v in i.to_dict().items()
+                                                                      if k != "prompt"}, "prompt": i.prompt})
+             for i in items[:3]]
+    (run / "answers.jsonl").write_text("\n".join(lines + [lines[0]]) + '\n{"uid": "torn')
+    assert main(["score", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "answers files hold duplicate_uid 1, truncated_last_line 1" in captured.err
+    assert "answers files: duplicate_uid 1, truncated_last_line 1" in captured.out
+    scores = json.loads((run / "scores.json").read_text())
+    assert scores["data"]["answers_file"] == {"duplicate_uid": 1, "truncated_last_line": 1}

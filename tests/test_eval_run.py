@@ -22,13 +22,11 @@ from fluxmem.eval.runner import (
     Reply,
     RunSettings,
     balanced_subset,
-    clip_sampling,
     gather_records,
     run_benchmark,
     score_run,
 )
 from fluxmem.eval.synthetic import write_ovobench_fixture, write_streamingbench_fixture
-from fluxmem.inference import SamplingOptions
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +44,11 @@ class Scripted:
     """An answerer that replies from a table keyed by (prompt, clip end) and logs every call."""
 
     def __init__(self, reply):
-        self.reply, self.calls = reply, []
+        self.reply, self.calls, self.plans = reply, [], []
 
-    def __call__(self, video: Path, start: float, end: float, prompt: str) -> Reply:
+    def __call__(self, video: Path, start: float, end: float, prompt: str, **planned) -> Reply:
         self.calls.append((video.parent.name + "/" + video.name, start, end, prompt))
+        self.plans.append(planned)
         return Reply(text=self.reply(prompt, start, end))
 
 
@@ -121,8 +120,10 @@ def test_streamingbench_run_known_scores_and_windows(fixtures, tmp_path):
     assert [r["uid"] for r in records] == [i.uid for i in items]  # one record each, in question order
     su = next(r for r in records if r["task"] == "Spatial Understanding")
     assert su["clip"] == [120.0, 180.0] and su["warnings"] == ["past_end_clamped"]
-    assert su["extracted"] == {"official": su["gold"].lower(), "robust": su["gold"]}
-    assert su["correct"] == {"official": False, "robust": True}
+    # the published chain is case-insensitive: "b" reads B
+    assert su["extracted"] == {"official": su["gold"].lower(), "robust": su["gold"], "published": su["gold"]}
+    assert su["correct"] == {"official": False, "robust": True, "published": True}
+    assert s["published"]["tasks"]["Spatial Understanding"] == 100.0
     po = next(r for r in records if r["kind"] == "proactive")
     assert po["extracted"]["t_yes"] == 43.0 and po["model_calls"] == 4
     assert [t["content"] for t in po["response"] if t["role"] == "assistant"] == [
@@ -138,7 +139,7 @@ def test_streamingbench_run_known_scores_and_windows(fixtures, tmp_path):
 def test_streamingbench_past_end_skip_and_whole_past(fixtures, tmp_path):
     fx = fixtures["sb"]
     script = Scripted(lambda p, s, e: "A")
-    result = run_benchmark(_settings(fx, "streamingbench", tmp_path / "run", context=None, past_end="skip",
+    result = run_benchmark(_settings(fx, "streamingbench", tmp_path / "run", context=0, past_end="skip",
                                      tasks=("Real-Time Visual Understanding",)), answerer=script, progress=False)
     assert result.scores["skipped"]["past_end"] == 1
     assert result.scores["answers"]["questions"] == 9
@@ -207,15 +208,31 @@ def test_balanced_subset_round_robin_across_tasks(fixtures):
     assert balanced_subset(items, 100) == items
 
 
-def test_clip_sampling_windows():
-    base = SamplingOptions(fps=1.0, max_frames=256, max_pixels=512 * 28 * 28)
-    s = clip_sampling(base, 10.0, 70.0)
-    assert (s.video_start, s.video_end, s.anchor_end, s.max_frames) == (10.0, 70.0, True, 256)
-    item = s.video_item("v.mp4")
-    assert item["video_start"] == 10.0 and item["video_end"] == 70.0 and item["anchor_end"] is True
-    zero = clip_sampling(base, 0.0, 0.0)  # asked at time 0: the first frame only
-    assert zero.video_item("v.mp4")["video_end"] > 0 and zero.max_frames == 1
-    assert clip_sampling(base, 0.0, 5.0).video_start is None
+def test_runs_see_the_planned_frames_and_record_the_protocol(fixtures, tmp_path):
+    fx = fixtures["sb"]
+    script = Scripted(lambda p, s, e: "A")
+    run_benchmark(_settings(fx, "streamingbench", tmp_path / "run", tasks=("OP",)), answerer=script, progress=False)
+    (plan,) = script.plans  # OP asked at 30 s of a 1 fps video: our protocol sees 0 … 30 s, padded to 32
+    assert plan["frames"].times == [float(k) for k in range(31)] + [30.0]
+    assert plan["frames"].second_per_grid_ts == [2.0] and plan["max_pixels"] == 401408
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["protocol"] == "fluxmem"
+    assert run["settings"]["protocol_settings"]["context"] == 256.0
+    assert run["settings"]["protocol_settings"]["repetition_penalty"] == 1.05
+    # the published rule: 31 frames in [0, 30] s -> 30 (rounded down to even, the oldest dropped),
+    # and the spacing reported as 31/30 s
+    script = Scripted(lambda p, s, e: "A")
+    run_benchmark(_settings(fx, "streamingbench", tmp_path / "pub", tasks=("OP",), protocol="published"),
+                  answerer=script, progress=False)
+    (plan,) = script.plans
+    assert plan["frames"].times == [float(k) for k in range(1, 31)]
+    assert plan["frames"].second_per_grid_ts == [2 / (30 / 31)]
+    assert plan["min_pixels"] == 12544 and plan["max_pixels"] == 401408
+    run = json.loads((tmp_path / "pub" / "run.json").read_text())
+    assert run["settings"]["protocol"] == "published" and run["settings"]["protocol_settings"]["min_frames"] == 2
+    with pytest.raises(ConfigError, match="(?i)other settings.*protocol"):
+        run_benchmark(_settings(fx, "streamingbench", tmp_path / "pub", tasks=("OP",)), answerer=script,
+                      progress=False)
 
 
 def test_dist_env():
@@ -285,8 +302,10 @@ def test_streamingbench_command_fluxmem_and_baseline(sb_runs, capsys):
         run = json.loads((out / "run.json").read_text())
         assert run["status"] == "finished" and run["versions"]["fluxmem"]
         settings = run["settings"]
-        assert settings["use_fluxmem"] is (name == "fluxmem") and settings["context"] == 60.0
-        assert settings["sampling"]["max_pixels"] == 12544 and settings["sampling"]["anchor_end"] is True
+        assert settings["use_fluxmem"] is (name == "fluxmem") and settings["protocol"] == "fluxmem"
+        assert settings["protocol_settings"]["max_pixels"] == 12544
+        assert settings["protocol_settings"]["context"] == 256.0
+        assert settings["protocol_settings"]["overrides"] == ["fps", "max_frames", "max_new_tokens", "max_pixels"]
         assert run["data_issues"]["skipped"] == {"bad_timestamp": 1}
         scores = json.loads((out / "scores.json").read_text())
         assert set(scores) >= {"tasks", "categories", "overall", "counted", "skipped", "robust"}
@@ -323,8 +342,8 @@ def test_score_dir_recomputes_the_run(sb_runs, tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_to_the_same_table(sb_runs, fixtures, tiny_model_dir, tmp_path):
-    from fluxmem.cli.eval import settings_from_args
     from fluxmem.cli import build_parser
+    from fluxmem.cli.eval import settings_from_args
 
     out = tmp_path / "killed"
     args = build_parser().parse_args(["eval", "streamingbench", *_cli_args(tiny_model_dir, fixtures["sb"], out)])
@@ -383,3 +402,77 @@ def test_ovobench_command_fluxmem_and_baseline(fixtures, tiny_model_dir, tmp_pat
         assert scores["skipped"] == {"missing_video": 1, "unreadable_video": 1}
         assert scores["data"]["run"]["warnings"] == {"past_end_clamped": 1}
         assert scores["run"]["use_fluxmem"] is (name == "fluxmem")
+
+
+def test_a_new_benchmark_is_one_registered_class(fixtures, tmp_path, monkeypatch):
+    """The runner knows nothing benchmark-specific: a toy benchmark registered here runs and is
+    scored through the same code."""
+    import fluxmem.eval.benchmark as registry
+    from fluxmem.eval.benchmark import Benchmark, get_benchmark, register
+
+    registry.benchmark_names()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # forgotten after the test
+    from fluxmem.eval.common import EvalItem, ScoreTable
+    from fluxmem.eval.protocol import Protocol
+
+    @register
+    class ToyBench(Benchmark):
+        name, title = "toybench", "Toy"
+
+        def protocol(self, name):
+            return Protocol(name=name, benchmark=self.name, prompts="official", frames="end_anchored",
+                            context=10.0, max_frames=4)
+
+        def load(self, annotations, protocol, *, tasks=None, issues=None, video_prefix=""):
+            rows = json.loads(Path(annotations).read_text())
+            return [EvalItem(benchmark=self.name, uid=str(k), task="count", category="all", video=r["video"],
+                             query_time=r["t"], clip_start=max(0.0, r["t"] - protocol.context), clip_end=r["t"],
+                             prompt=f"How many? ({k})", kind="rec", gold=r["gold"]) for k, r in enumerate(rows)]
+
+        def verdict(self, item, response):
+            return {"official": response.strip() == str(item.gold)}
+
+        def score(self, items, answers, issues=None, protocol=None):
+            right = sum(bool(a.get("correct", {}).get("official")) for a in answers.values())
+            return {"overall": 100.0 * right / len(items), "columns": ["official"]}
+
+        def table(self, scores):
+            table = ScoreTable(title=self.title, columns=("official",))
+            table.add("Overall", "overall", {"official": scores["overall"]})
+            return table
+
+    assert get_benchmark("toybench").title == "Toy"
+    ann = tmp_path / "toy.json"
+    ann.write_text(json.dumps([{"video": "a.mp4", "t": 30, "gold": 3}, {"video": "a.mp4", "t": 60, "gold": 4}]))
+    script = Scripted(lambda p, s, e: "3")
+    settings = RunSettings(benchmark="toybench", annotations=str(ann), videos=str(fixtures["ovo"]["videos"]),
+                           out=str(tmp_path / "run"), model="scripted")
+    result = run_benchmark(settings, answerer=script, progress=False)
+    assert result.scores["overall"] == 50.0 and "| **Overall** |  | **50.00** |" in result.table.to_markdown()
+    assert [(c[1], c[2]) for c in script.calls] == [(20.0, 30.0), (50.0, 60.0)]
+    assert [len(p["frames"].indices) for p in script.plans] == [4, 4]  # the protocol's max_frames
+
+
+def test_model_answerer_hands_the_plan_and_generation_to_inference(monkeypatch, fixtures):
+    """Exactly the planned frames, at the planned rate, with the protocol's generation settings."""
+    from fluxmem import inference
+    from fluxmem.eval.protocol import published_frames, resolve_protocol
+    from fluxmem.eval.runner import ModelAnswerer
+
+    seen = {}
+
+    def fake_answer(model, processor, video, question, *, sampling, max_new_tokens, use_fluxmem, **generate):
+        seen.update(video=video, sampling=sampling, max_new_tokens=max_new_tokens, generate=generate)
+        return inference.Answer(text="B", token_ids=[1], prompt_tokens=7)
+
+    monkeypatch.setattr(inference, "answer", fake_answer)
+    protocol = resolve_protocol("published", "streamingbench")
+    plan = published_frames(180, 1.0, 0.0, 9, min_frames=2)  # 10 native frames in [0, 9] s: all 10
+    answerer = ModelAnswerer(object(), object(), protocol, use_fluxmem=False)
+    reply = answerer(fixtures["ovo"]["videos"] / "a.mp4", 0.0, 9.0, "q", frames=plan, min_pixels=12544,
+                     max_pixels=401408)
+    assert reply.text == "B" and reply.frames == len(plan.indices) == 10
+    assert seen["video"].shape[0] == 10 and seen["video"].shape[-1] == 3  # [T, H, W, 3] decoded frames
+    assert seen["sampling"].fps == plan.sample_fps and seen["sampling"].min_pixels == 12544
+    assert seen["max_new_tokens"] == 128
+    assert seen["generate"] == {"do_sample": False, "repetition_penalty": 1.05}

@@ -12,7 +12,7 @@ from fluxmem.adapters.pruning import prune_prefill
 from fluxmem.session import StreamSession
 from fluxmem.testing import build_tiny_qwen2_5_vl, moving_square_frames
 
-MEMORY = dict(short_frames=4, medium_frames=8)  # S = 2 grid steps, M = 4 grid steps
+MEMORY = {"short_frames": 4, "medium_frames": 8}  # S = 2 grid steps, M = 4 grid steps
 QUESTION = "What is moving in the video?"
 
 
@@ -36,7 +36,7 @@ def offline_tokens(model, session, question, max_new_tokens):
 
 
 def video_prompt(session):
-    return session.ops.render(session._messages(QUESTION, [], with_video=True))
+    return session._render(QUESTION, [], with_video=True)
 
 
 def test_step_pixels_equal_whole_video_processing(tiny, frames):
@@ -59,7 +59,7 @@ def test_stepwise_encoding_equals_whole_video_encoding(tiny, frames):
     adapter = registry.adapter_for(model)
     with torch.inference_mode():
         together = adapter.encode_video(whole["pixel_values_videos"], whole["video_grid_thw"])
-        apart = torch.cat([session.ops.encode_step(*session.ops.step_pixels(video[i : i + 2])) for i in range(0, 8, 2)])
+        apart = torch.cat([session.ops.encode_step_parts(*session.ops.step_pixels(video[i : i + 2]))[0] for i in range(0, 8, 2)])
     assert together.shape == (4 * 16, model.config.text_config.hidden_size)
     torch.testing.assert_close(apart, together, rtol=0, atol=1e-5)
 
@@ -78,7 +78,8 @@ def test_full_prefill_equals_the_switch_pruned_prefill(tiny, frames):
         prepared = adapter.prepare(**inputs)
         pruned = prune_prefill(adapter, prepared, inputs["input_ids"], inputs["attention_mask"], inputs["video_grid_thw"],
                                session.config)
-        _, embeds, positions, next_position = session._prefill_inputs(QUESTION, use_cache=False)
+        _, block, next_position = session._prefill_block(QUESTION, use_cache=False)
+        embeds, positions = block.embeds, block.positions
     assert torch.equal(positions, pruned.position_ids[:, 0])
     torch.testing.assert_close(embeds, pruned.inputs_embeds[0], rtol=0, atol=1e-5)
     # decoding continues where the stock rope deltas put it
@@ -135,7 +136,7 @@ def test_cache_holds_head_and_final_frames_and_questions_prefill_only_the_rest(t
     recent_tokens = sum(memory.kept(i)[0].numel() for i in range(memory.num_final, memory.num_frames))
     assert session.stats()["cache"]["tokens"] == head + final_tokens
     first = session.ask(QUESTION, max_new_tokens=6)
-    tail = len(session.ops.prompt_ids(session._messages(QUESTION, [], with_video=True)).tail)
+    tail = len(session.ops.prompt_ids(session._render(QUESTION, [], with_video=True)).tail)
     assert first.prefilled_tokens == recent_tokens + tail
     assert first.prompt_tokens == head + final_tokens + recent_tokens + tail
     assert session.stats()["cache"]["tokens"] == head + final_tokens  # cut back after answering
@@ -154,9 +155,9 @@ def test_cached_keys_equal_a_fresh_prefill_of_the_same_prefix(tiny, frames):
     embeds = [ops.embed(session._head)]
     positions = [ops.text_positions(0, len(session._head))]
     for index in range(memory.num_final):
-        e, p = session._block(index)
-        embeds.append(e)
-        positions.append(p)
+        block = session._segment(index)
+        embeds.append(block.embeds)
+        positions.append(block.positions)
     fresh = ops.new_cache()
     with torch.inference_mode():
         ops.forward(torch.cat(embeds), torch.cat(positions, dim=1), fresh)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fluxmem.adapters import attach, registry
+from fluxmem.adapters import install, registry
 from fluxmem.adapters.pruning import prune_prefill
 from fluxmem.errors import UnsupportedModelError
 from fluxmem.session import StreamSession
@@ -25,7 +25,7 @@ def tiny(family):
     """One tiny model per family for the whole module (with the switch attached)."""
     if family not in _MODELS:
         model, processor = build_tiny(family)
-        attach(model)
+        install(model, default_active=True)
         _MODELS[family] = (model, processor)
     return _MODELS[family]
 
@@ -142,7 +142,7 @@ def test_memory_cap_cuts_whole_blocks_or_re_prefills_the_cache(family):
     from fluxmem.session import Block
 
     model, processor = tiny(family)
-    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=48, **MEMORY)
+    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=64, **MEMORY)
     caches = []  # every cache object the session used (kept alive, so identities stay distinct)
     for i, frame in enumerate(moving_square_frames(40, square=56)):
         session.push(frame, i / 2.0)
@@ -170,12 +170,13 @@ def test_memory_cap_cuts_whole_blocks_or_re_prefills_the_cache(family):
 
 def test_qwen3_per_frame_budget_resizes_steps_and_whole_video_alike(frames):
     """Qwen3VLVideoProcessor budgets the whole clip; the session scales a per-frame budget by the
-    frame count, so a 9-token-per-frame cap shrinks every 112x112 frame to 3x3 cells both ways."""
+    frame count, so a 9-token-per-frame cap shrinks every 112x112 frame to 3x3 cells (of 32 px: 16-px
+    patches, merged 2x2) both ways."""
     model, processor = tiny("qwen3_vl")
-    session = StreamSession(model, processor, max_pixels=28 * 28 * 9, **MEMORY)
+    session = StreamSession(model, processor, max_pixels=32 * 32 * 9, **MEMORY)
     video = torch.from_numpy(frames[:8]).permute(0, 3, 1, 2)
     steps = [session.ops.step_pixels(video[i : i + 2]) for i in range(0, 8, 2)]
-    text = session.ops.render(session._messages(QUESTION, [], with_video=True))
+    text = session._render(QUESTION, [], with_video=True)
     whole = session.ops.offline_inputs(text, video, fps=1.0)
     assert all(grid.tolist() == [[1, 6, 6]] for _, grid in steps)
     assert whole["video_grid_thw"].tolist() == [[4, 6, 6]]
@@ -191,3 +192,31 @@ def test_a_timestamp_format_the_processor_does_not_write_is_refused(frames):
     session.push(frames[0], 0.0)
     with pytest.raises(UnsupportedModelError, match="timestamp blocks differently"):
         session.push(frames[1], 0.5)
+
+
+def test_capped_qwen3_vl_stream_holds_constant_bytes_past_the_cap():
+    """A capped Qwen3-VL session streamed far past its cap holds the same number of visual tokens,
+    cache bytes and deepstack-extras bytes at the same phase of a periodic clip, step after step; a
+    final frame keeps only its kept cells' deepstack rows, an evicted one none."""
+    model, processor = tiny("qwen3_vl")
+    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=64, **MEMORY)
+    levels = len(model.config.vision_config.deepstack_visual_indexes)
+    row_bytes = levels * model.config.text_config.hidden_size * 4  # float32
+    seen = []
+    for i, frame in enumerate(moving_square_frames(120, square=56)):  # 60 grid steps, times 10..59 s two digits
+        session.push(frame, i / 2.0)
+        if i % 2 == 0:
+            continue
+        stats = session.stats()
+        memory = session.memory
+        final, steps, evicted = memory.num_final, memory.num_frames, stats["memory"]["evicted_frames"]
+        kept_final = sum(session._kept_counts[evicted:final])
+        assert stats["extras_bytes"] == ((steps - final) * memory.cells + kept_final) * row_bytes
+        assert stats["memory"]["kept"] <= 64 + (steps - final) * memory.cells
+        if i // 2 >= 24:
+            seen.append((stats["memory"]["kept"], stats["cache"]["tokens"], stats["cache"]["bytes"], stats["extras_bytes"]))
+    assert session.stats()["memory"]["evicted_frames"] >= 40  # far past the cap
+    # the clip repeats every 3 grid steps (square positions 0, 28, 56 px; 2 frames a step), and so
+    # does everything the session holds: no growth over 36 steps past the cap
+    assert all(seen[j] == seen[j % 3] for j in range(len(seen))), seen
+    assert len(seen) >= 36

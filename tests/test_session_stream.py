@@ -12,7 +12,7 @@ from fluxmem import ConfigError, InputError, UnsupportedModelError
 from fluxmem.session import StreamSession
 from fluxmem.testing import build_tiny_qwen2_5_vl, moving_square_frames
 
-MEMORY = dict(short_frames=4, medium_frames=8)
+MEMORY = {"short_frames": 4, "medium_frames": 8}
 QUESTION = "What is moving in the video?"
 
 
@@ -65,8 +65,8 @@ def test_empty_question_and_bad_options_are_clear_errors(tiny):
         session.ask(QUESTION, num_beams=2)
     with pytest.raises(ConfigError):
         session.ask(QUESTION, max_new_tokens=0)
-    for bad in (dict(fps=0), dict(gamma=1.5), dict(max_memory_tokens=0), dict(short_frames=1),
-                dict(instruction="describe"), dict(proactive=True, instruction="  "), dict(window=3)):
+    for bad in ({"fps": 0}, {"gamma": 1.5}, {"max_memory_tokens": 0}, {"short_frames": 1},
+                {"instruction": "describe"}, {"proactive": True, "instruction": "  "}, {"window": 3}):
         with pytest.raises(ConfigError):
             StreamSession(model, processor, **bad)
     with pytest.raises(ConfigError, match="keep_frames=True"):
@@ -87,7 +87,7 @@ def test_unsupported_model_is_a_clear_error(tiny):
 
 
 def test_frame_types_give_the_same_pixels(tiny, frames):
-    model, processor = tiny
+    _model, _processor = tiny
     reference = torch.from_numpy(frames[3]).permute(2, 0, 1)
     for frame in (frames[3], torch.from_numpy(frames[3]), reference.clone(), Image.fromarray(frames[3]),
                   frames[3].astype(np.float32)):

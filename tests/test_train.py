@@ -186,6 +186,25 @@ def test_lora_adapters_save_reload_and_merge(workspace):
     assert torch.equal(_logits(adapters2, batch), from_adapters)  # adapter reload is exact and repeatable
     base, _ = load_model(workspace["model"], device="cpu")
     assert _differs(_logits(base, batch), from_adapters)
+    # the adapter directory itself loads (base + adapters merged), as `fluxmem ask --model OUT` does
+    direct, _ = load_model(out, device="cpu")
+    assert fluxmem.get_state(direct).config.medium_frames == 4
+    torch.testing.assert_close(_logits(direct, batch), from_merged, atol=1e-4, rtol=1e-4)
+
+
+def test_ask_takes_the_lora_output_directory(workspace, capsys):
+    from fluxmem.cli import main
+
+    out = workspace["base"] / "lora-ask"
+    train(_config(workspace, "lora-ask", lora=True, lora_r=4, lora_alpha=8, max_steps=1))
+    capsys.readouterr()
+    code = main(["ask", str(workspace["data"] / "clips" / "v0.mp4"), "Where is the square?", "--model", str(out),
+                 "--device", "cpu", "--fps", "2", "--short-frames", "2", "--medium-frames", "4", "--max-new-tokens", "2",
+                 "--no-progress", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["memory"]["videos"] == 1 and result["memory"]["kept"] < result["memory"]["tokens"]
 
 
 # ------------------------------------------------------------------------------ resume

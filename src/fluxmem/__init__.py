@@ -3,29 +3,71 @@
 The memory (``fluxmem.memory``) is pure tensor code; adapters (``fluxmem.adapters``) connect it
 to Hugging Face Qwen-VL models; ``fluxmem.video`` samples frames; the streaming session,
 evaluation, training, pictures and the command line build on those.
+
+Everything but the error classes loads on first use (``fluxmem.FluxMemConfig``,
+``fluxmem.loading.load_model``, ...), so ``import fluxmem`` and ``fluxmem --help`` stay fast and
+never pull in torch, the trainer, peft, Gradio or lmms-eval before they are needed.
 """
 
 from __future__ import annotations
 
-from .adapters import get_state
-from .adapters import registry as _registry
-from .errors import ConfigError, FluxMemError, InputError, UnsupportedModelError, VideoError
-from .memory import CompressResult, FluxMemConfig, FluxMemory, FrameRecord, compress
+import importlib
 
-__version__ = "0.1.0"
+from .errors import (
+    ConfigError,
+    FluxMemError,
+    InputError,
+    UnsupportedModelError,
+    UnsupportedTransformersError,
+    VideoError,
+)
+
+__version__ = "0.2.0"
+
+# public name -> module it lives in (imported on first access)
+_LAZY = {
+    "CompressResult": ".memory",
+    "FluxMemConfig": ".memory",
+    "FluxMemory": ".memory",
+    "FrameRecord": ".memory",
+    "compress": ".memory",
+    "get_state": ".adapters",
+    "enabled": ".adapters",
+    "MemoryReport": ".adapters",
+    "Qwen2VLForConditionalGeneration": ".models",
+    "Qwen2_5_VLForConditionalGeneration": ".models",
+    "Qwen3VLForConditionalGeneration": ".models",
+    "Qwen3VLMoeForConditionalGeneration": ".models",
+    "Qwen3_5ForConditionalGeneration": ".models",
+    "Qwen3_5MoeForConditionalGeneration": ".models",
+    "Qwen2VLProcessor": ".models",
+    "Qwen2_5_VLProcessor": ".models",
+    "Qwen3VLProcessor": ".models",
+    "process_vision_info": ".video",
+    "StreamSession": ".session",
+}
+# subpackages reachable as attributes after a bare `import fluxmem` (fluxmem.loading.load_model, ...)
+_SUBMODULES = frozenset({
+    "adapters", "cli", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
+    "session", "testing", "testing_families", "train", "video", "viz",
+})
 
 
-def enable(model, config: FluxMemConfig | None = None, **options):
+def enable(model, config=None, **options):
     """Switch FluxMem on for ``model`` (a model loaded with plain transformers), in place.
 
     ``options`` are :class:`FluxMemConfig` fields (``short_frames=8, medium_frames=64, ...``).
-    Only this instance changes; ``generate(..., use_fluxmem=False)`` still turns it off per call.
-    Returns the model.
+    Only this instance changes; ``generate(..., use_fluxmem=False)`` still turns it off per call,
+    and ``generate(..., fluxmem_stats=callback)`` hands the call's memory report to ``callback``.
+    Checks first that the installed transformers behaves as fluxmem relies on
+    (:class:`UnsupportedTransformersError` otherwise). Returns the model. For a block of code only,
+    use ``with fluxmem.enabled(model, short_frames=8): ...``.
     """
-    from .adapters import attach
+    from .adapters import install
+    from .memory import FluxMemConfig
 
     config = (config or FluxMemConfig()).replace(**options) if options else (config or FluxMemConfig())
-    attach(model, config, active=True)
+    install(model, config, default_active=True)
     return model
 
 
@@ -38,43 +80,52 @@ def disable(model):
 
 
 def supported_families() -> list[str]:
-    return _registry.supported_families()
+    from .adapters import registry
+
+    return registry.supported_families()
 
 
 def __getattr__(name: str):
-    # Heavy or optional pieces load on first use, so `import fluxmem` stays cheap.
-    if name in ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"):
-        from . import models
-
-        return getattr(models, name)
-    if name == "process_vision_info":
-        from .video import process_vision_info
-
-        return process_vision_info
-    if name == "StreamSession":
-        from .session import StreamSession
-
-        return StreamSession
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fluxmem' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+
+
 __all__ = [
-    "FluxMemConfig",
-    "FluxMemory",
     "CompressResult",
+    "ConfigError",
+    "FluxMemConfig",
+    "FluxMemError",
+    "FluxMemory",
     "FrameRecord",
-    "compress",
-    "enable",
-    "disable",
-    "get_state",
-    "supported_families",
+    "InputError",
+    "MemoryReport",
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2VLProcessor",
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen2_5_VLProcessor",
-    "process_vision_info",
+    "Qwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration",
+    "Qwen3VLProcessor",
+    "Qwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForConditionalGeneration",
     "StreamSession",
-    "FluxMemError",
-    "ConfigError",
-    "VideoError",
-    "InputError",
     "UnsupportedModelError",
+    "UnsupportedTransformersError",
+    "VideoError",
+    "compress",
+    "disable",
+    "enable",
+    "enabled",
+    "get_state",
+    "process_vision_info",
+    "supported_families",
 ]

@@ -22,3 +22,9 @@ class UnsupportedModelError(FluxMemError):
 
 class InputError(FluxMemError):
     """Model inputs that cannot be processed (shapes, missing grids, bad questions)."""
+
+
+class UnsupportedTransformersError(UnsupportedModelError):
+    """The installed transformers does not behave as fluxmem relies on (outside the tested range,
+    or a signature, attribute or probe that fails); the message names the version, the tested range
+    and every mismatch."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters import attach, registry
+from .adapters import install, registry
 from .errors import ConfigError, FluxMemError, UnsupportedModelError
 from .memory import FluxMemConfig
 
@@ -30,7 +30,9 @@ def load_model(
     fluxmem: FluxMemConfig | None = None,
     use_fluxmem: bool = True,
 ):
-    """``(model, processor)`` with the FluxMem switch installed (on unless ``use_fluxmem=False``).
+    """``(model, processor)`` with the FluxMem switch installed: the memory settings are ``fluxmem``,
+    else those saved under ``config.fluxmem`` (``fluxmem train``), else the defaults; on by default
+    unless ``use_fluxmem=False`` (then only ``generate(..., use_fluxmem=True)`` turns it on).
 
     ``model_id`` is a local directory saved with ``save_pretrained`` or a Hugging Face id. With
     ``device="auto"`` a GPU is used when present (``device_map="auto"`` spreads a large model over
@@ -49,6 +51,9 @@ def load_model(
         )
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+    if (Path(source) / "adapter_config.json").is_file():  # LoRA adapters (fluxmem train with lora: true)
+        return _load_adapters(source, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                              fluxmem=fluxmem, use_fluxmem=use_fluxmem)
     config = supported_config(source)
     config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
     vision = getattr(config, "vision_config", None)
@@ -64,7 +69,45 @@ def load_model(
         model = model.to(device)
     model.eval()
     processor = AutoProcessor.from_pretrained(source)
-    attach(model, config_fluxmem, active=use_fluxmem)
+    install(model, config_fluxmem, default_active=use_fluxmem)
+    return model, processor
+
+
+def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
+    """Base model named in ``adapter_config.json`` + the LoRA adapters, merged into the weights;
+    the adapter directory's FluxMem settings (``fluxmem.json``) are the defaults."""
+    import json
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        merged = Path(source) / "merged"
+        hint = f", or pass the merged model {str(merged)!r}" if merged.is_dir() else ""
+        raise ConfigError(f"{source!r} holds LoRA adapters; loading them needs peft: pip install peft{hint}.") from None
+    base = json.loads((Path(source) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{source!r} holds LoRA adapters but adapter_config.json names no base model; set base_model_name_or_path.")
+    if fluxmem is None and (Path(source) / "fluxmem.json").is_file():
+        fluxmem = FluxMemConfig.from_dict(json.loads((Path(source) / "fluxmem.json").read_text()))
+    try:
+        model, processor = load_model(base, fluxmem=fluxmem, **options)  # use_fluxmem passes through
+    except FluxMemError as error:
+        raise FluxMemError(f"{source!r} holds LoRA adapters for the base model {base!r}, which cannot be loaded: {error}") from None
+    from .adapters import detach, get_state
+
+    state = get_state(model)
+    detach(model)  # peft wraps the plain model; the switch goes back on the merged one
+    import warnings
+
+    with warnings.catch_warnings():  # peft (not fluxmem) still reads transformers' old checkpointing name
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    model.eval()
+    if (Path(source) / "preprocessor_config.json").is_file() or (Path(source) / "processor_config.json").is_file():
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source)
+    install(model, state.config, default_active=state.default_active)
     return model, processor
 
 

@@ -4,8 +4,9 @@ Companion of :mod:`fluxmem.testing` (which builds Qwen2.5-VL): the same byte-lev
 chat template, each family's own config class at toy sizes with its real structure (Qwen3-VL's
 deepstack mergers, Qwen3.5's linear-attention layers, the MoE blocks), and the processor class
 the family ships with (``Qwen2VLProcessor`` or ``Qwen3VLProcessor``, which writes a timestamp
-before every grid step of a video). Patch size 14 and merge size 2 everywhere, so that one merged
-token covers 28x28 pixels, like the cells of :func:`fluxmem.testing.moving_square_frames`.
+before every grid step of a video). Each family has its real patch size (:data:`PATCH_SIZE`:
+14 px for Qwen2-VL, 16 px for Qwen3-VL and Qwen3.5) and merge size 2, so that one merged token
+covers 28x28 or 32x32 pixels.
 
 ``build_tiny(family)`` returns ``(model, processor)`` in float32 on the CPU, in eval mode.
 """
@@ -16,12 +17,18 @@ import os
 
 import torch
 
-from .testing import QWEN_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer, instantiate_tiny
+from .testing import (
+    QWEN_CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+    instantiate_tiny,
+)
 
 FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 """``config.model_type`` of every family this module builds."""
 
-_PATCH = 14
+PATCH_SIZE = {"qwen2_vl": 14, "qwen3_vl": 16, "qwen3_vl_moe": 16, "qwen3_5": 16, "qwen3_5_moe": 16}
+"""Each family's real vision patch size (pixels): one merged token covers ``2 * patch`` pixels."""
 _MERGE = 2
 _TEMPORAL = 2
 
@@ -31,25 +38,23 @@ def _ids(tokenizer) -> dict[str, int]:
 
 
 def _special(ids: dict[str, int]) -> dict:
-    return dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
 
 
 def _text_ids(ids: dict[str, int]) -> dict:
-    return dict(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
 
 
-def build_family_processor(
-    family: str, tokenizer=None, *, min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 64
-):
+def build_family_processor(family: str, tokenizer=None, *, min_pixels: int | None = None, max_pixels: int | None = None):
     """The processor class ``family`` ships with, around the tiny tokenizer.
 
     Qwen2-VL: ``Qwen2VLProcessor`` (per-frame pixel budget). Qwen3-VL and Qwen3.5:
@@ -59,9 +64,15 @@ def build_family_processor(
     """
     from transformers import Qwen2VLImageProcessor
 
+    if family not in PATCH_SIZE:
+        raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
+    patch = PATCH_SIZE[family]
+    cell = patch * _MERGE
+    min_pixels = cell * cell * 4 if min_pixels is None else min_pixels
+    max_pixels = cell * cell * 64 if max_pixels is None else max_pixels
     tokenizer = tokenizer or build_tokenizer()
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=_PATCH, merge_size=_MERGE, temporal_patch_size=_TEMPORAL)
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=patch, merge_size=_MERGE, temporal_patch_size=_TEMPORAL)
     if family == "qwen2_vl":
         from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
 
@@ -69,7 +80,7 @@ def build_family_processor(
             image_processor=image_processor,
             video_processor=Qwen2VLVideoProcessor(
                 size=size,
-                patch_size=_PATCH,
+                patch_size=patch,
                 merge_size=_MERGE,
                 temporal_patch_size=_TEMPORAL,
                 cap_pixels_per_frame=False,
@@ -85,7 +96,7 @@ def build_family_processor(
             image_processor=image_processor,
             video_processor=Qwen3VLVideoProcessor(
                 size=video_size,
-                patch_size=_PATCH,
+                patch_size=patch,
                 merge_size=_MERGE,
                 temporal_patch_size=_TEMPORAL,
                 cap_pixels_per_frame=False,
@@ -96,17 +107,17 @@ def build_family_processor(
     raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
 
 
-def _vision_common(text_hidden: int) -> dict:
-    return dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        out_hidden_size=text_hidden,
-        patch_size=_PATCH,
-        spatial_merge_size=_MERGE,
-        temporal_patch_size=_TEMPORAL,
-    )
+def _vision_common(text_hidden: int, patch: int) -> dict:
+    return {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": text_hidden,
+        "patch_size": patch,
+        "spatial_merge_size": _MERGE,
+        "temporal_patch_size": _TEMPORAL,
+    }
 
 
 def tiny_family_config(family: str, tokenizer=None, **text_overrides):
@@ -129,10 +140,10 @@ def tiny_family_config(family: str, tokenizer=None, **text_overrides):
         text = dict(base_text, num_hidden_layers=2)
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
         text.update(text_overrides)
-        vision = dict(
-            depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2,
-            patch_size=_PATCH, spatial_merge_size=_MERGE, temporal_patch_size=_TEMPORAL,
-        )  # fmt: skip
+        vision = {
+            "depth": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "mlp_ratio": 2, "num_heads": 2,
+            "patch_size": PATCH_SIZE[family], "spatial_merge_size": _MERGE, "temporal_patch_size": _TEMPORAL,
+        }  # fmt: skip
         return Qwen2VLConfig(text_config=text, vision_config=vision, **_special(ids), **_text_ids(ids))
     if family in ("qwen3_vl", "qwen3_vl_moe"):
         text = dict(base_text, num_hidden_layers=3, head_dim=16)
@@ -142,7 +153,7 @@ def tiny_family_config(family: str, tokenizer=None, **text_overrides):
         if family == "qwen3_vl_moe":
             text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
         text.update(text_overrides)
-        vision = dict(_vision_common(text["hidden_size"]), num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+        vision = dict(_vision_common(text["hidden_size"], PATCH_SIZE[family]), num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
         if family == "qwen3_vl":
             from transformers import Qwen3VLConfig as config_class
         else:
@@ -170,7 +181,7 @@ def tiny_family_config(family: str, tokenizer=None, **text_overrides):
             )
             text.pop("intermediate_size")
         text.update(text_overrides)
-        vision = dict(_vision_common(text["hidden_size"]), num_position_embeddings=64)
+        vision = dict(_vision_common(text["hidden_size"], PATCH_SIZE[family]), num_position_embeddings=64)
         if family == "qwen3_5":
             from transformers import Qwen3_5Config as config_class
         else:
@@ -262,6 +273,7 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8,
     """
     from transformers import DynamicCache
 
+    from .adapters import hf
     from .memory import compress
 
     core = model.model
@@ -302,7 +314,7 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8,
         extra = {"visual_pos_masks": is_video[kept].unsqueeze(0), "deepstack_visual_embeds": levels}
     cache = DynamicCache(config=model.config.get_text_config())
     hidden = core.language_model(
-        inputs_embeds=embeds[:, kept], position_ids=positions[:, :, kept], past_key_values=cache, use_cache=True, **extra
+        inputs_embeds=embeds[:, kept], position_ids=positions[:, :, kept], **{hf.cache_argument(core.language_model): cache}, use_cache=True, **extra
     ).last_hidden_state
     next_position = int(positions.max()) + 1
     eos = model.generation_config.eos_token_id
@@ -317,7 +329,7 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8,
         hidden = core.language_model(
             inputs_embeds=core.get_input_embeddings()(torch.tensor([[token]])),
             position_ids=step_positions,
-            past_key_values=cache,
+            **{hf.cache_argument(core.language_model): cache},
             use_cache=True,
         ).last_hidden_state
     return tokens

@@ -7,30 +7,37 @@ from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_5 import Qwen3_5Adapter, Qwen3_5MoeAdapter
 from .qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
-from .switch import CALL_OPTIONS, FluxMemState, attach, detach, get_state, unwrap
-
-registry.register(Qwen2_5_VLAdapter)
-for _adapter in (Qwen2VLAdapter, Qwen3VLAdapter, Qwen3VLMoeAdapter, Qwen3_5Adapter, Qwen3_5MoeAdapter):
-    registry.register(_adapter)
+from .switch import (
+    CALL_OPTIONS,
+    FluxMemState,
+    MemoryReport,
+    detach,
+    enabled,
+    get_state,
+    install,
+    unwrap,
+)
 
 __all__ = [
+    "CALL_OPTIONS",
+    "FluxMemState",
+    "MemoryReport",
     "ModelAdapter",
     "PreparedInputs",
-    "VideoSpan",
     "PrunedPrefill",
-    "VideoReport",
-    "prune_prefill",
-    "Qwen2_5_VLAdapter",
     "Qwen2VLAdapter",
+    "Qwen2_5_VLAdapter",
     "Qwen3VLAdapter",
     "Qwen3VLMoeAdapter",
     "Qwen3_5Adapter",
     "Qwen3_5MoeAdapter",
-    "FluxMemState",
-    "CALL_OPTIONS",
-    "attach",
+    "VideoReport",
+    "VideoSpan",
     "detach",
+    "enabled",
     "get_state",
-    "unwrap",
+    "install",
+    "prune_prefill",
     "registry",
+    "unwrap",
 ]

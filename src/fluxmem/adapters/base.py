@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
+from . import hf
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class ModelAdapter:
     """Base class; one subclass per model family (see ``adapters/qwen2_5_vl.py``)."""
 
     family: str = ""
-    model_types: tuple[str, ...] = ()
+    streaming: type | None = None
+    """The family's :class:`~fluxmem.adapters.streaming.StreamOps` (``None``: no streaming session)."""
     steps_are_independent: bool = True
     """Whether the vision tower encodes each temporal grid step on its own, so that a video may be
     encoded step by step with the same result (checked per family; see streaming.md)."""
@@ -52,6 +54,15 @@ class ModelAdapter:
     def __init__(self, model) -> None:
         self.model = model
         self.config = model.config
+
+    def stream_ops(self, processor, **options):
+        """The streaming strategy for this model and ``processor`` (``min_pixels`` / ``max_pixels``)."""
+        if self.streaming is None:
+            raise UnsupportedModelError(
+                f"the streaming session does not support {self.family} yet; use the offline path, "
+                "model.generate(..., use_fluxmem=True)."
+            )
+        return self.streaming(self, processor, **options)
 
     # ---- numbers read from the config, never hard-coded
     @property
@@ -74,20 +85,65 @@ class ModelAdapter:
     def image_token_id(self) -> int:
         return int(self.config.image_token_id)
 
-    # ---- to be provided by each family
-    def prepare(self, **model_inputs) -> PreparedInputs:
-        """Embed text, images and videos and compute positions, exactly as the stock forward."""
-        raise NotImplementedError
+    # ---- the stock forward's steps, before pruning
+    def encoder_output(self, kind: str, encoded: dict, pixels, grid_thw):
+        """The encoder output for ``kind`` ("image" / "video"): the one ``generate`` already made
+        (``mm_encoder_outputs``), else the stock encoder on ``pixels``; ``None`` without either."""
+        if encoded.get(kind) is not None:  # generate() encodes pixels before the prefill
+            if hf.has_deepstack(self.model) and hf.deepstack(encoded[kind]) is None:
+                raise InputError(
+                    f"mm_encoder_outputs[{kind!r}] has no deepstack_features, which {self.family} needs; encode "
+                    "with the model's get_video_features / get_image_features (or adapter.encode_videos_stepwise)."
+                )
+            return encoded[kind]
+        if pixels is None:
+            return None
+        return hf.encode(self.model, kind, pixels, grid_thw)
+
+    def prepare(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        **_: object,
+    ) -> PreparedInputs:
+        """Embed text, images and videos and compute positions, exactly as the stock forward; the
+        encoder outputs stay in ``extras`` for the family's per-token extras (deepstack)."""
+        encoded = mm_encoder_outputs or {}
+        image_output = self.encoder_output("image", encoded, pixel_values, image_grid_thw)
+        video_output = self.encoder_output("video", encoded, pixel_values_videos, video_grid_thw)
+        embeds, video = self.place_features(
+            input_ids,
+            None if image_output is None else hf.pooled(image_output),
+            None if video_output is None else hf.pooled(video_output),
+        )
+        rope_positions, rope_deltas = self.stock_positions(
+            input_ids,
+            position_ids,
+            mm_token_type_ids,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            second_per_grid_ts=second_per_grid_ts,
+            attention_mask=attention_mask,
+        )
+        extras = {"input_ids": input_ids, "image_output": image_output, "video_output": video_output}
+        return PreparedInputs(embeds, rope_positions, rope_deltas, video, extras=extras)
 
     def encode_video(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``[T*H*W, D]`` for pixel patches of one or more videos."""
-        raise NotImplementedError
+        return hf.pooled(self.encode_video_output(pixel_values_videos, grid_thw))
 
     def encode_video_output(self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor):
         """The stock encoder output for one or more videos, as ``generate`` puts it in
-        ``mm_encoder_outputs["video"]``: ``pooler_output`` a tuple of per-video ``[T*H*W, D]``, plus
-        any per-token fields the family has (Qwen3-VL: ``deepstack_features``, per level a tuple)."""
-        return self.model.model.get_video_features(pixel_values_videos, grid_thw, return_dict=True)
+        ``mm_encoder_outputs["video"]`` (see :func:`hf.encode`)."""
+        return hf.encode(self.model, "video", pixel_values_videos, grid_thw)
 
     def encode_videos_stepwise(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor, *,
                                chunk_steps: int = 8, on_steps=None):  # fmt: skip
@@ -110,25 +166,14 @@ class ModelAdapter:
                     on_steps(steps)
             offset += t * per_step
             per_video.append(parts)
-        return _join_outputs(per_video)
+        return hf.join_encoder_outputs(per_video)
 
     # ---- shared steps of ``prepare``, in the stock forward's own terms
     def place_features(
         self, input_ids: torch.Tensor, image: torch.Tensor | None, video: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text embeddings with image and video features placed by the model's own
-        ``get_placeholder_mask`` + ``masked_scatter``; returns ``(embeds, video in embeds' dtype)``."""
-        core = self.model.model
-        embeds = core.get_input_embeddings()(input_ids)
-        if image is not None:
-            image = image.to(embeds.device, embeds.dtype)
-            image_mask, _ = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
-            embeds = embeds.masked_scatter(image_mask, image)
-        if video is not None:
-            video = video.to(embeds.device, embeds.dtype)
-            _, video_mask = core.get_placeholder_mask(input_ids, inputs_embeds=embeds, video_features=video)
-            embeds = embeds.masked_scatter(video_mask, video)
-        return embeds, video
+        """Text embeddings with image and video features placed as the stock forward places them."""
+        return hf.place_features(self.model, input_ids, image, video)
 
     def stock_positions(
         self,
@@ -137,13 +182,11 @@ class ModelAdapter:
         mm_token_type_ids: torch.Tensor | None,
         **rope_inputs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(M-RoPE positions [3, B, L], rope deltas)`` from the model's ``get_rope_index``;
-        positions that ``generate`` already computed (a text row, then three M-RoPE rows) win."""
-        if mm_token_type_ids is None:
-            mm_token_type_ids = self.mm_token_type_ids(input_ids)
-        positions, deltas = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, **rope_inputs)
+        """``(M-RoPE positions [3, B, L], rope deltas)`` from the model's rope index; positions that
+        ``generate`` already computed win."""
+        positions, deltas = hf.rope_index(self.model, input_ids, mm_token_type_ids=mm_token_type_ids, **rope_inputs)
         if position_ids is not None:
-            positions = position_ids[-3:]
+            positions = hf.mrope_rows(position_ids)
         return positions, deltas
 
     def merged_grid(self, grid_thw) -> tuple[int, int, int]:
@@ -186,64 +229,6 @@ class ModelAdapter:
             )
         return spans
 
-    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """0 text, 1 image, 2 video: what the processor returns, rebuilt for callers that lack it."""
-        types = torch.zeros_like(input_ids, dtype=torch.int32)
-        types[input_ids == self.image_token_id] = 1
-        types[input_ids == self.video_token_id] = 2
-        return types
-
-    # ---- generation plumbing (Qwen-style defaults; override where a family differs)
-    def remember_rope_deltas(self, deltas: torch.Tensor) -> None:
-        """Store where text continues after the prompt, as the stock forward would."""
-        self.model.model.rope_deltas = deltas
-
-    def rope_deltas(self) -> torch.Tensor | None:
-        return getattr(self.model.model, "rope_deltas", None)
-
-    def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.config.get_text_config())
-
-    # ---- cache reuse (streaming sessions)
-    @property
-    def has_recurrent_state(self) -> bool:
-        """Whether the text model has linear-attention (recurrent) layers (Qwen3.5): their cache
-        state cannot be cropped back to a shorter prefix, so reuse must snapshot and restore."""
-        layer_types = getattr(self.config.get_text_config(), "layer_types", None) or ()
-        return "linear_attention" in layer_types
-
-    @staticmethod
-    def snapshot_cache(cache):
-        """An independent copy of ``cache``: keys/values and any recurrent/conv states."""
-        import copy
-
-        return copy.deepcopy(cache)
-
-    @staticmethod
-    def restore_cache(snapshot):
-        """A fresh working cache equal to ``snapshot``, which stays untouched for the next use."""
-        import copy
-
-        return copy.deepcopy(snapshot)
-
     def pruned_extras(self, prepared: PreparedInputs, pruned) -> dict:
         """Extra forward arguments derived from the pruning (e.g. pruned deepstack features)."""
         return {}
-
-
-def _join_outputs(per_video: list[list]):
-    """One encoder output from per-video lists of chunk outputs: ``pooler_output`` and every
-    per-level tuple field (``deepstack_features``) concatenated per video."""
-    first = per_video[0][0]
-    pooled = tuple(torch.cat([torch.cat(part.pooler_output) for part in parts]) for parts in per_video)
-    fields = {"pooler_output": pooled}
-    levels = getattr(first, "deepstack_features", None)
-    if levels:
-        fields["deepstack_features"] = [
-            tuple(torch.cat([torch.cat(part.deepstack_features[level]) for part in parts]) for parts in per_video)
-            for level in range(len(levels))
-        ]
-    return type(first)(**fields)
-

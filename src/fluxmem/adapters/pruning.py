@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..memory import CompressResult, FluxMemConfig, compress
+from ..memory import CompressResult, FluxMemConfig, compress, merge_full
 from .base import ModelAdapter, PreparedInputs, VideoSpan
 
 
@@ -56,34 +56,10 @@ class PrunedPrefill:
 
 
 def merge_like(result: CompressResult, values: torch.Tensor) -> torch.Tensor:
-    """``values`` (``[T*H*W, D']``, one row per token of the video ``result`` describes) with every
-    long-term anchor replaced by the mean over its SDC cluster, as the memory did to the features.
-
-    For per-token tensors that must follow the tokens they belong to (Qwen3-VL's deepstack
-    features); means are taken in float32 and cast back, like the memory's. The input is never
-    modified.
-    """
-    t, h, w = result.grid_thw
-    cells = h * w
-    if values.shape[0] != t * cells:
-        raise ValueError(f"values must have {t * cells} rows for grid {result.grid_thw}, got {values.shape[0]}")
-    merged = values
-    for index, record in enumerate(result.frames):
-        clusters = record.merged_into
-        if clusters is None or not bool((clusters >= 0).any()):
-            continue
-        if merged is values:
-            merged = values.clone()
-        members = (clusters >= 0).nonzero().squeeze(1)
-        anchor_of = clusters.index_select(0, members)
-        rows = values[index * cells : (index + 1) * cells].float()
-        sums = torch.zeros(cells, values.shape[1], dtype=torch.float32, device=values.device)
-        sums.index_add_(0, anchor_of, rows.index_select(0, members))
-        sizes = torch.bincount(anchor_of, minlength=cells)
-        anchors = (sizes > 0).nonzero().squeeze(1)
-        means = sums.index_select(0, anchors) / sizes.index_select(0, anchors).unsqueeze(1).float()
-        merged[index * cells + anchors] = means.to(values.dtype)
-    return merged
+    """Full-size ``values`` with every long-term anchor replaced by its cluster's mean: an alias of
+    :func:`fluxmem.memory.merge_full`. Prefer :func:`fluxmem.memory.merge_kept` (kept rows only,
+    no full-size copy)."""
+    return merge_full(result, values)
 
 
 def padding_side(attention_mask: torch.Tensor) -> str:
@@ -102,13 +78,17 @@ def prune_prefill(
     config: FluxMemConfig,
     labels: torch.Tensor | None = None,
 ) -> PrunedPrefill:
+    """Compress every video of the batch and shrink the sequence to the kept tokens.
+
+    Gathers the kept rows first and then writes the long-term anchors' cluster means into the
+    kept-size tensor: nothing of the input's full size is copied or allocated.
+    """
     embeds = prepared.inputs_embeds
     batch, length = input_ids.shape
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     spans = adapter.video_spans(input_ids, video_grid_thw)
     keep = attention_mask.bool().clone()
-    merged_embeds = embeds
     results, reports = [], []
     offset = 0
     for span in spans:
@@ -117,10 +97,6 @@ def prune_prefill(
         offset += span.num_tokens
         result = compress(features, span.grid_thw, config, temporal_patch_size=adapter.temporal_patch_size)
         keep[span.batch_index, span.positions] &= result.keep.to(keep.device)
-        if result.features is not features:  # long-term anchors carry their cluster means
-            if merged_embeds is embeds:
-                merged_embeds = embeds.clone()
-            merged_embeds[span.batch_index, span.positions] = result.features.to(embeds.dtype)
         results.append((span, result))
         reports.append(
             VideoReport(
@@ -144,8 +120,19 @@ def prune_prefill(
     kept_index[valid] = keep.nonzero()[:, 1]  # row-major: sample by sample, in sequence order
     gather = kept_index.clamp_min(0)
 
-    new_embeds = torch.gather(merged_embeds, 1, gather.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-    new_embeds = torch.where(valid.unsqueeze(-1), new_embeds, torch.zeros_like(new_embeds))
+    new_embeds = torch.gather(embeds, 1, gather.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+    if not bool(valid.all()):
+        new_embeds.masked_fill_(~valid.unsqueeze(-1), 0.0)
+    if any(result.anchor_index.numel() for _, result in results):
+        # long-term anchors carry their cluster means: write them into the kept-size tensor
+        slot_of = torch.full((batch, length), -1, dtype=torch.long, device=input_ids.device)
+        slot_of[keep] = slots[valid]
+        for span, result in results:
+            if result.anchor_index.numel():
+                anchor_slots = slot_of[span.batch_index, span.positions[result.anchor_index.to(span.positions.device)]]
+                new_embeds[span.batch_index, anchor_slots.to(new_embeds.device)] = result.anchor_means.to(
+                    new_embeds.device, embeds.dtype
+                )
     positions = prepared.position_ids
     new_positions = torch.gather(positions, 2, gather.unsqueeze(0).expand(positions.shape[0], -1, -1))
     new_positions = torch.where(valid.unsqueeze(0), new_positions, torch.ones_like(new_positions))

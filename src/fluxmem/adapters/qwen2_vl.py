@@ -15,9 +15,10 @@ the stock methods, which the adapter calls rather than re-implements:
 from __future__ import annotations
 
 from .qwen2_5_vl import Qwen2_5_VLAdapter
+from .streaming import Qwen2VLStreamOps
 
 
 class Qwen2VLAdapter(Qwen2_5_VLAdapter):
     family = "Qwen2-VL"
-    model_types = ("qwen2_vl",)
+    streaming = Qwen2VLStreamOps
     steps_are_independent = True

@@ -14,18 +14,19 @@ state of a linear-attention layer after a prefix cannot be cut back to a shorter
 (``crop`` cannot undo a recurrent update, ``LinearAttentionLayer.is_croppable`` is False), so a
 session must keep a SNAPSHOT of the cache (deep copy of every layer's key/value tensors and of the
 conv/recurrent states) after the reusable prefix and restore it before each question, instead of
-cropping the cache back after answering (``ModelAdapter.has_recurrent_state``, ``snapshot_cache``,
-``restore_cache``).
+cropping the cache back after answering (``StreamOps.can_cut``; ``hf.snapshot`` /
+``hf.restore``; ``streaming.Qwen3_5StreamOps``).
 """
 
 from __future__ import annotations
 
 from .qwen3_vl import Qwen3VLAdapter
+from .streaming import Qwen3_5StreamOps
 
 
 class Qwen3_5Adapter(Qwen3VLAdapter):
     family = "Qwen3.5"
-    model_types = ("qwen3_5",)
+    streaming = Qwen3_5StreamOps
     steps_are_independent = True
 
 
@@ -33,4 +34,3 @@ class Qwen3_5MoeAdapter(Qwen3_5Adapter):
     """Qwen3.5-MoE: MoE feed-forward blocks in the text model; nothing else differs for fluxmem."""
 
     family = "Qwen3.5-MoE"
-    model_types = ("qwen3_5_moe",)

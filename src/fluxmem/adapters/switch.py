@@ -4,24 +4,31 @@ It is a forward pre-hook registered on that instance only (no class is patched, 
 the process are untouched). On a prefill that carries videos it hands the stock forward pruned
 ``inputs_embeds``, their original positions, the re-padded mask and re-aligned labels; on the
 decoding steps that follow it maps ``generate``'s attention mask (which still counts the dropped
-tokens) onto the shorter key/value cache. The mapping travels with the cache object, so
-``generate``, manual loops and beam expansion all keep working.
+tokens) onto the shorter key/value cache. The mapping travels with the cache object (the one the
+forward receives under the keyword :func:`hf.cache_argument` resolved), so ``generate``, manual
+loops and beam expansion all keep working; a decoding step after a pruned prefill whose cache
+does not carry it raises instead of running on.
+
+Memory statistics belong to the call that produced them: ``generate(..., fluxmem_stats=callback)``
+(or ``forward``) hands the call's :class:`MemoryReport` to ``callback``, and
+``get_state(model).last_report`` is the report of the last call made in the current thread / task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-import inspect
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import InputError
 from ..memory import FluxMemConfig
-from . import registry
+from . import hf, registry
 from .base import ModelAdapter
 from .pruning import VideoReport, prune_prefill
 
@@ -29,10 +36,14 @@ logger = logging.getLogger(__name__)
 
 # Keyword arguments the switch takes out of forward/generate calls.
 CALL_OPTIONS = ("use_fluxmem", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
+STATS_OPTION = "fluxmem_stats"
 _STATE = "_fluxmem_state"
 # Options given to generate(), seen by every forward call it makes (per thread / task).
-_CALL_OPTIONS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fluxmem_call_options", default=None)
-_PREFIX = "_fluxmem_prefix"
+_CALL: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fluxmem_call", default=None)
+# The report of the last call per switch, per thread / task.
+_LAST: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fluxmem_last_report", default=None)
+# Which caches a pruned prefill filled, and how they relate to the caller's sequence.
+_PREFIXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _DROP_AFTER_PREPARE = (
     "input_ids",
     "mm_encoder_outputs",
@@ -46,44 +57,77 @@ _DROP_AFTER_PREPARE = (
 
 
 @dataclass
-class FluxMemState:
-    """What the switch keeps on a model instance."""
+class MemoryReport:
+    """What the memory did in one call (one ``generate`` or one forward): per video, tokens before
+    and after, per tier."""
 
-    adapter: ModelAdapter
-    config: FluxMemConfig
-    default_active: bool
-    handle: torch.utils.hooks.RemovableHandle | None = None
-    positional: tuple[str, ...] = ()
-    last_reports: list[VideoReport] = field(default_factory=list)
-    last_prefill_prepare_ms: float = 0.0
+    videos: list[VideoReport] = field(default_factory=list)
+    prepare_ms: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.videos)
 
     def summary(self) -> dict:
-        """Visual tokens before and after, per tier, over the videos of the last prefill."""
-        tokens = sum(r.tokens for r in self.last_reports)
-        kept = sum(r.kept for r in self.last_reports)
+        """Visual tokens before and after, per tier, over the videos of the call."""
+        tokens = sum(r.tokens for r in self.videos)
+        kept = sum(r.kept for r in self.videos)
         tiers: dict[str, dict[str, int]] = {}
-        for report in self.last_reports:
+        for report in self.videos:
             for tier, entry in report.tiers.items():
                 total = tiers.setdefault(tier, {"frames": 0, "tokens": 0, "kept": 0})
                 for key, value in entry.items():
                     total[key] += value
         return {
-            "videos": len(self.last_reports),
+            "videos": len(self.videos),
             "tokens": tokens,
             "kept": kept,
             "retained_fraction": kept / tokens if tokens else 1.0,
             "tiers": tiers,
-            "memory_ms": round(sum(r.memory_ms for r in self.last_reports), 3),
+            "memory_ms": round(sum(r.memory_ms for r in self.videos), 3),
         }
 
 
 @dataclass
-class _PrefixState:
+class FluxMemState:
+    """The switch on a model instance: its family, memory settings and whether it is on by default."""
+
+    adapter: ModelAdapter
+    config: FluxMemConfig
+    default_active: bool
+    handle: torch.utils.hooks.RemovableHandle | None = None
+
+    @property
+    def last_report(self) -> MemoryReport:
+        """The report of the last call through this switch in the current thread / task (an empty
+        report before the first)."""
+        return (_LAST.get() or {}).get(id(self)) or MemoryReport()
+
+    def _set_last(self, report: MemoryReport) -> None:
+        reports = dict(_LAST.get() or {})
+        reports[id(self)] = report
+        _LAST.set(reports)
+
+    @property
+    def last_reports(self) -> list[VideoReport]:
+        return self.last_report.videos
+
+    @last_reports.setter
+    def last_reports(self, videos: list[VideoReport]) -> None:
+        self._set_last(MemoryReport(list(videos)))
+
+    def summary(self) -> dict:
+        return self.last_report.summary()
+
+
+@dataclass
+class _Prefix:
     """How a pruned prefill's cache relates to the caller's (unpruned) sequence."""
 
     attention_mask: torch.Tensor  # [B, L'] mask of the pruned prefill
     original_length: int  # L
     pruned_length: int  # L'
+    rope_deltas: torch.Tensor | None  # [B, 1] next text position minus L
 
 
 def unwrap(model):
@@ -102,21 +146,22 @@ def get_state(model) -> FluxMemState | None:
     return getattr(unwrap(model), _STATE, None)
 
 
-def attach(model, config: FluxMemConfig | None = None, *, active: bool = True) -> FluxMemState:
-    """Install the switch on ``model`` (idempotent: a second call updates the settings)."""
+def install(model, config: FluxMemConfig | None = None, *, default_active: bool) -> FluxMemState:
+    """Install the switch on ``model`` (a second call updates the settings). Checks the installed
+    transformers against what the switch relies on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
     config = config or FluxMemConfig()
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
+    hf.check_model(model)
     state = getattr(model, _STATE, None)
     if state is not None:
-        state.config, state.default_active = config, active
+        state.config, state.default_active = config, default_active
         return state
-    params = list(inspect.signature(type(model).forward).parameters)[1:]
-    state = FluxMemState(adapter=adapter, config=config, default_active=active, positional=tuple(params))
+    state = FluxMemState(adapter=adapter, config=config, default_active=default_active)
     state.handle = model.register_forward_pre_hook(_pre_forward, with_kwargs=True)
     object.__setattr__(model, _STATE, state)
-    object.__setattr__(model, "generate", _generate_taking_options(model.generate))
+    object.__setattr__(model, "generate", _generate_taking_options(model.generate, state))
     return state
 
 
@@ -129,12 +174,31 @@ def detach(model) -> None:
         model.__dict__.pop("generate", None)
 
 
-def _generate_taking_options(generate):
-    """``generate`` that accepts the FluxMem call options and passes them to the forward hook."""
+@contextlib.contextmanager
+def enabled(model, config: FluxMemConfig | None = None, **options):
+    """FluxMem on for ``model`` inside the block; afterwards the model is as it was (switch removed,
+    or its earlier settings back)."""
+    before = get_state(model)
+    saved = None if before is None else (before.config, before.default_active)
+    config = (config or (before.config if before is not None else FluxMemConfig()))
+    install(model, config.replace(**options) if options else config, default_active=True)
+    try:
+        yield model
+    finally:
+        if saved is None:
+            detach(model)
+        else:
+            before.config, before.default_active = saved
+
+
+def _generate_taking_options(generate, state: FluxMemState):
+    """``generate`` that accepts the FluxMem call options, passes them to the forward hook and
+    hands the call's :class:`MemoryReport` to ``fluxmem_stats``."""
 
     @functools.wraps(generate)
     def generate_with_fluxmem(*args, **kwargs):
         options = {key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs}
+        callback = kwargs.pop(STATS_OPTION, None)
         # generate() encodes the pixels itself and drops the grids before the prefill: keep them.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
@@ -142,46 +206,88 @@ def _generate_taking_options(generate):
                 options[key] = kwargs[key]
         if input_ids is not None:
             options["input_ids"] = input_ids
-        token = _CALL_OPTIONS.set(options)
+        call = {"options": options, "report": MemoryReport(), "pruned": False}
+        token = _CALL.set(call)
         try:
-            return generate(*args, **kwargs)
+            result = generate(*args, **kwargs)
         finally:
-            _CALL_OPTIONS.reset(token)
+            _CALL.reset(token)
+        state._set_last(call["report"])
+        if callback is not None:
+            callback(call["report"])
+        return result
 
     return generate_with_fluxmem
+
+
+def _cache_of(module, kwargs: dict):
+    """``(keyword, cache)``: the cache the forward receives under the keyword the installed
+    transformers uses; a cache passed under the older name is moved to it."""
+    name = hf.cache_argument(module)
+    for other in hf.CACHE_NAMES:
+        if other != name and kwargs.get(other) is not None:
+            if kwargs.get(name) is not None:
+                raise InputError(f"the forward got a cache as both {name}= and {other}=; pass it once, as {name}=.")
+            kwargs[name] = kwargs.pop(other)
+    return name, kwargs.get(name)
 
 
 def _pre_forward(module, args, kwargs):
     state: FluxMemState = getattr(module, _STATE)
     if args:
-        kwargs = {**dict(zip(state.positional, args)), **kwargs}
+        kwargs = {**dict(zip(hf.forward_parameters(module), args)), **kwargs}
         args = ()
-    context = dict(_CALL_OPTIONS.get() or {})
+    call = _CALL.get()
+    context = dict(call["options"]) if call is not None else {}
     options = {key: context[key] for key in CALL_OPTIONS if key in context}
     options.update({key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs})
+    callback = kwargs.pop(STATS_OPTION, None)
     use = options.pop("use_fluxmem", None)
 
-    cache = kwargs.get("past_key_values")
-    past = cache.get_seq_length() if cache is not None else 0
-    prefix = getattr(cache, _PREFIX, None) if cache is not None else None
-    if prefix is not None and past > 0:
-        return args, _continue_after_pruned_prefill(state, prefix, kwargs, past)
+    cache_name, cache = _cache_of(module, kwargs)
+    past = hf.cache_length(cache)
+    prefix = _PREFIXES.get(cache) if cache is not None else None
+    if past > 0:
+        if prefix is not None:
+            return args, _continue_after_pruned_prefill(prefix, kwargs, past)
+        if call is not None and call["pruned"]:
+            raise hf.unsupported([
+                (f"a decoding step after a pruned prefill received a cache ({cache_name}=) that the prefill did not "
+                "fill: generate no longer hands the forward the cache it passed to the prefill")
+            ], "the FluxMem switch")  # fmt: skip
+        return args, kwargs
 
+    report = MemoryReport()
     active = state.default_active if use is None else bool(use)
-    state.last_reports = []
     has_video = kwargs.get("pixel_values_videos") is not None or (kwargs.get("mm_encoder_outputs") or {}).get("video")
-    if not active or past > 0 or not has_video:
+    if not active or not has_video:
+        _publish(state, call, report, callback)
         return args, kwargs  # text-only prompts and images run unpruned
     if kwargs.get("input_ids") is None:
-        logger.warning("FluxMem needs input_ids to find the videos in the prompt; running this call unpruned.")
-        return args, kwargs
+        raise InputError("FluxMem needs input_ids to find the videos in the prompt; pass input_ids, not inputs_embeds, "
+                         "or use_fluxmem=False.")  # fmt: skip
 
     config = state.config.replace(**{k: v for k, v in options.items() if v is not None}) if options else state.config
     config.grid_steps(state.adapter.temporal_patch_size)
     for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
         if kwargs.get(key) is None and context.get(key) is not None:
             kwargs[key] = _expand_per_sample(state.adapter, context, key, kwargs["input_ids"])
-    return args, _pruned_prefill(module, state, config, kwargs, cache)
+    new = _pruned_prefill(module, state, config, kwargs, cache_name, cache, report)
+    if call is not None and cache_name in new and new[cache_name] is not None:
+        call["pruned"] = True
+    _publish(state, call, report, callback)
+    return args, new
+
+
+def _publish(state: FluxMemState, call: dict | None, report: MemoryReport, callback) -> None:
+    """Hand the prefill's report to its call: generate's (published when generate returns), or this
+    forward's."""
+    if call is not None:
+        call["report"] = report
+    else:
+        state._set_last(report)
+    if callback is not None:
+        callback(report)
 
 
 def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids: torch.Tensor) -> torch.Tensor:
@@ -210,7 +316,8 @@ def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids
     return torch.cat([block for block in blocks for _ in range(factor)])
 
 
-def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: dict, cache) -> dict:
+def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: dict, cache_name: str, cache,
+                    report: MemoryReport) -> dict:  # fmt: skip
     adapter = state.adapter
     started = time.perf_counter()
     input_ids = kwargs["input_ids"]
@@ -224,8 +331,8 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
         config,
         labels=kwargs.get("labels"),
     )
-    state.last_reports = pruned.reports
-    state.last_prefill_prepare_ms = (time.perf_counter() - started) * 1000
+    report.videos = pruned.reports
+    report.prepare_ms = (time.perf_counter() - started) * 1000
 
     new = dict(kwargs)
     for key in _DROP_AFTER_PREPARE:
@@ -235,25 +342,25 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
     text_positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     new["inputs_embeds"] = pruned.inputs_embeds
     new["attention_mask"] = mask
-    new["position_ids"] = torch.cat([text_positions.unsqueeze(0), pruned.position_ids], dim=0)
+    new["position_ids"] = hf.full_positions(text_positions, pruned.position_ids)
     if kwargs.get("labels") is not None:
         new["labels"] = pruned.labels
     new.update(adapter.pruned_extras(prepared, pruned))
     if prepared.rope_deltas is not None:
-        adapter.remember_rope_deltas(prepared.rope_deltas)
+        hf.set_rope_deltas(model, prepared.rope_deltas)
 
     use_cache = kwargs.get("use_cache")
     if use_cache is None:
         use_cache = getattr(model.config.get_text_config(), "use_cache", True)
     if use_cache and not model.training:
         if cache is None:
-            cache = adapter.new_cache()
-            new["past_key_values"] = cache
-        object.__setattr__(cache, _PREFIX, _PrefixState(mask, pruned.original_length, mask.shape[1]))
+            cache = hf.new_cache(model)
+            new[cache_name] = cache
+        _PREFIXES[cache] = _Prefix(mask, pruned.original_length, mask.shape[1], prepared.rope_deltas)
     return new
 
 
-def _continue_after_pruned_prefill(state: FluxMemState, prefix: _PrefixState, kwargs: dict, past: int) -> dict:
+def _continue_after_pruned_prefill(prefix: _Prefix, kwargs: dict, past: int) -> dict:
     """A decoding step on a cache that a pruned prefill filled."""
     tokens = kwargs.get("inputs_embeds") if kwargs.get("input_ids") is None else kwargs["input_ids"]
     steps = tokens.shape[1]
@@ -267,17 +374,21 @@ def _continue_after_pruned_prefill(state: FluxMemState, prefix: _PrefixState, kw
             f"and {original_past - prefix.original_length + steps} followed; pass the mask generate would pass."
         )
     new = dict(kwargs)
-    if new.get("position_ids") is None:
-        deltas = state.adapter.rope_deltas()
-        if mask is not None and mask.ndim == 2:
-            text = (mask.long().cumsum(-1) - 1)[:, -steps:]
-        else:
-            text = torch.arange(original_past, original_past + steps, device=tokens.device).expand(tokens.shape[0], -1)
-        if deltas is not None:
-            text = text + deltas.to(text.device)
-        new["position_ids"] = text.unsqueeze(0).expand(3, -1, -1)
+    # Positions continue from the UNPRUNED prompt (the stock rope deltas); computed here, not taken
+    # from generate, whose bookkeeping counts the cache's (shorter) length.
+    if mask is not None and mask.ndim == 2:
+        text = (mask.long().cumsum(-1) - 1)[:, -steps:]
+    else:
+        text = torch.arange(original_past, original_past + steps, device=tokens.device).expand(tokens.shape[0], -1)
+    if prefix.rope_deltas is not None:
+        deltas = prefix.rope_deltas.to(text.device)
+        if deltas.shape[0] != text.shape[0]:  # beams / several return sequences per sample
+            deltas = deltas.repeat_interleave(text.shape[0] // deltas.shape[0], dim=0)
+        text = text + deltas
+    new["position_ids"] = text.unsqueeze(0).expand(3, -1, -1)
     if mask is not None and mask.ndim == 2:
         new["attention_mask"] = torch.cat(
             [prefix.attention_mask.to(mask.dtype), mask[:, prefix.original_length :]], dim=1
         )
     return new
+

@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = options.sampling_options(args)
     options.memory_config(args)
+    options.check_max_new_tokens(args.max_new_tokens)
+    options.check_model_options(args)
     if not args.question.strip():
         raise InputError("the question is empty; pass the text to ask about the video.")
     probe_video(args.video)  # a missing or broken video fails here, before the model loads

@@ -1,8 +1,10 @@
-"""``fluxmem demo --model M``: a local web page to stream a video into the memory and ask questions.
+"""``fluxmem demo --model M``: a local web page that streams a live camera or a video into the memory.
 
-Upload a video or record one with the webcam, press play, ask at any moment: answers cover the
-video up to the playback position and come with their latency; the memory's tokens per tier,
-retained fraction and latest grid steps are shown live. Each browser tab has its own session.
+Live camera: frames stream from the webcam into the memory as they are captured; ask at any moment,
+answered from everything the camera has shown. Video: upload one (or record a clip) and press play;
+answers cover the video up to the playback position. Each answer comes with its latency; the
+memory's tokens per tier, retained fraction and latest grid steps are shown live. Each browser tab
+has its own session. The address is printed once the server is up.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from . import options
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="web demo: stream a video and ask questions (Gradio)", description=__doc__)
+    parser = subparsers.add_parser("demo", help="web demo: stream a live camera or a video and ask questions (Gradio)", description=__doc__)
     options.add_model_options(parser)
     options.add_memory_options(parser)
     group = parser.add_argument_group("streaming")
@@ -35,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the demo runs on the FluxMem streaming session; run it without --no-fluxmem.")
     if args.fps <= 0:
         raise ConfigError(f"--fps must be > 0, got {args.fps}.")
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    options.check_max_new_tokens(args.max_new_tokens)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}.")
     config = options.memory_config(args)
+    options.check_model_options(args)
+    check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
     model, processor = options.load(args)
     demo = build_demo(
         model,
@@ -50,6 +53,30 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens,
     )
-    print(f"FluxMem demo on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
-    serve(demo, host=args.host, port=args.port, block=True)
+    url = serve(demo, host=args.host, port=args.port, block=False, quiet=True)  # quiet: no Gradio share hint
+    print(f"FluxMem demo on {url} (Ctrl+C to stop)", flush=True)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line, before the model loads, when the port is taken (port 0 = any free port)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({error.strerror}); use e.g. 127.0.0.1 or 0.0.0.0.") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"--port {port}: {host}:{port} is not free ({error.strerror}; another demo or server?); pass another --port."
+            ) from None

@@ -1,32 +1,37 @@
-"""``fluxmem eval streamingbench|ovobench``: run a benchmark, resumably, and print its score table.
+"""fluxmem eval BENCHMARK: run a benchmark under a named protocol, resumably, and print its
+score table; or, with --dry-run, write what every query would be given, without a model.
 
-Each answer is appended to OUT/answers.jsonl as soon as it exists; rerunning the same command
-resumes. Under ``torchrun``/``accelerate launch`` the questions are sharded across processes and
-rank 0 merges and scores. See docs/evaluation.md.
+Protocols (--protocol, default fluxmem): published reproduces the published FluxMem
+evaluation query by query and fixes every setting; official follows the benchmark's own code;
+fluxmem is FluxMem's setting with the published errors corrected. The protocol's name and
+every resolved setting go into OUT/run.json. Each answer is appended to OUT/answers.jsonl as soon
+as it exists; rerunning the same command resumes. Under torchrun/accelerate launch the
+questions are sharded across processes and rank 0 merges and scores. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
+from ..errors import ConfigError, InputError
 from . import options
 
-_DEFAULT_CONTEXT = {"streamingbench": 60.0, "ovobench": None}
-
-_HELP = {
-    "streamingbench": "StreamingBench (JSON or CSV annotations; real-time clips of --context seconds)",
-    "ovobench": "OVO-Bench v2 (ovo_bench_new.json; each query sees [0, ceil(realtime)])",
-}
+log = logging.getLogger("fluxmem.eval")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="run StreamingBench or OVO-Bench", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..eval.benchmark import benchmark_names, get_benchmark
+
+    parser = subparsers.add_parser("eval", help="run a streaming benchmark (StreamingBench, OVO-Bench)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    for name in ("streamingbench", "ovobench"):
-        sub = benchmarks.add_parser(name, help=_HELP[name], description=f"{_HELP[name]}.\n\n{__doc__.split(chr(10), 2)[2]}",
+    for name in benchmark_names():
+        bench = get_benchmark(name)
+        sub = benchmarks.add_parser(name, help=bench.help, description=f"{bench.help}.\n\n{__doc__.split(chr(10), 2)[2]}",
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-        _add_arguments(sub, name)
+        _add_arguments(sub)
         sub.set_defaults(handler=run, benchmark=name)
     parser.set_defaults(handler=lambda args: _print_help(parser))
 
@@ -36,31 +41,44 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _add_arguments(parser: argparse.ArgumentParser, benchmark: str) -> None:
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..eval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
+
     data = parser.add_argument_group("data")
     data.add_argument("--annotations", required=True,
                       help="annotation file or directory (StreamingBench JSON/CSV; OVO-Bench JSON)")
-    data.add_argument("--videos", required=True, help="directory the annotations' video paths are relative to")
+    data.add_argument("--videos", required=True,
+                      help="directory the annotations' video paths are relative to (OVO-Bench under "
+                           "--protocol published: the folder holding chunked_videos/)")
     data.add_argument("--video-prefix", default="", help="folder prepended to every video path")
     data.add_argument("--out", required=True, help="results directory (rerun with the same one to resume)")
     data.add_argument("--tasks", nargs="+", default=None,
                       help="tasks or categories to run (names or abbreviations, space or comma separated)")
     data.add_argument("--limit", type=int, default=None, help="at most N questions, balanced across tasks")
-    data.add_argument("--past-end", choices=("clamp", "skip"), default="clamp",
-                      help="questions asked after the end of their video: clamp to the end (default) or skip")
+    proto = parser.add_argument_group("protocol (every setting below defaults to the protocol's own value)")
+    proto.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                       help=f"published | official | fluxmem (default {DEFAULT_PROTOCOL}); see docs/evaluation.md")
+    proto.add_argument("--dry-run", action="store_true",
+                       help="load no model: write OUT/queries.jsonl (prompt, window, frame times, spacing, pixels "
+                            "of every query) from the videos' metadata alone")
+    proto.add_argument("--context", type=float, default=None,
+                       help="seconds of video before each question (0 = all of the past)")
+    proto.add_argument("--fps", type=float, default=None, help="frames per second")
+    proto.add_argument("--max-frames", type=int, default=None, help="frames per query at most")
+    proto.add_argument("--min-pixels", type=int, default=None, help="pixels per frame at least")
+    proto.add_argument("--max-pixels", type=int, default=None, help="pixels per frame at most")
+    proto.add_argument("--max-new-tokens", type=int, default=None, help="reply length")
+    proto.add_argument("--repetition-penalty", type=float, default=None,
+                       help="generation's repetition penalty (the checkpoint's own 1.05 by default)")
+    proto.add_argument("--past-end", choices=("clamp", "skip"), default=None,
+                       help="questions asked after the end of their video: clamp to the end, or skip")
     options.add_model_options(parser)
+    for action in parser._actions:
+        if action.dest == "model":
+            action.required = False  # the dry run needs none
+            action.default = ""
     options.add_memory_options(parser)
-    options.add_sampling_options(parser)
-    sampling = [g for g in parser._action_groups if g.title == "frame sampling"][0]
-    default = _DEFAULT_CONTEXT[benchmark]
-    sampling.add_argument(
-        "--context", type=float, default=default,
-        help=("seconds of video before each question that the model may see "
-              + ("(default 60, the leaderboard's setting; 0 = all of it)" if default else
-                 "(default: all of [0, ceil(realtime)])")),
-    )
     run = parser.add_argument_group("run")
-    run.add_argument("--max-new-tokens", type=int, default=64)
     run.add_argument("--merge-timeout", type=float, default=6 * 3600,
                      help="seconds rank 0 waits for the other processes' answers (default 6 h)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -75,7 +93,11 @@ def _tasks(values: list[str] | None) -> tuple[str, ...] | None:
 def settings_from_args(args: argparse.Namespace):
     from ..eval.runner import RunSettings
 
-    context = args.context if args.context and args.context > 0 else None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a directory (created if missing).")
+    if not args.dry_run and not args.model:
+        raise ConfigError("--model is required (it may be omitted only with --dry-run).")
     return RunSettings(
         benchmark=args.benchmark,
         annotations=args.annotations,
@@ -84,12 +106,17 @@ def settings_from_args(args: argparse.Namespace):
         model=args.model,
         use_fluxmem=not args.no_fluxmem,
         memory=options.memory_config(args),
-        sampling=options.sampling_options(args),
-        context=context,
-        tasks=_tasks(args.tasks),
-        limit=args.limit,
+        protocol=args.protocol,
+        context=args.context,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens,
         past_end=args.past_end,
+        repetition_penalty=args.repetition_penalty,
+        tasks=_tasks(args.tasks),
+        limit=args.limit,
         video_prefix=args.video_prefix,
         device=args.device,
         dtype=args.dtype,
@@ -98,12 +125,30 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.dry_run:
+        return _dry_run(settings)
     from ..eval.runner import run_benchmark
 
-    settings = settings_from_args(args)
     result = run_benchmark(settings, progress=not args.no_progress, merge_timeout=args.merge_timeout)
     if result.table is None:  # another rank than 0 (it does not score), or rank 0 gave up waiting
         return 0 if result.rank != 0 else 1
     print(result.table.to_markdown())
     print(f"results in {result.out}: scores.json, scores.md, answers.jsonl, run.json")
+    return 0
+
+
+def _dry_run(settings) -> int:
+    from ..eval.common import DataIssues
+    from ..eval.dryrun import dry_run
+    from ..eval.runner import load_items
+
+    issues = DataIssues()
+    items = load_items(settings, issues)
+    record = settings.record()
+    result = dry_run(settings.bench, settings.protocol, items, settings.videos, settings.out,
+                     loader_issues=issues, settings=record)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.issues.items())) or "none"
+    print(f"{settings.benchmark} --protocol {settings.protocol.name}: {result.queries} queries "
+          f"({result.skipped} skipped: {skipped}) in {result.seconds:.1f} s -> {result.path}")
     return 0

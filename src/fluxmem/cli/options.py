@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..inference import SamplingOptions
-from ..memory import FluxMemConfig
+if TYPE_CHECKING:  # torch-heavy: imported when a command runs, never for --help
+    from ..inference import SamplingOptions
+    from ..memory import FluxMemConfig
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,8 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, m
 
 
 def memory_config(args: argparse.Namespace) -> FluxMemConfig:
+    from ..memory import FluxMemConfig
+
     return FluxMemConfig(
         short_frames=args.short_frames,
         medium_frames=args.medium_frames,
@@ -44,6 +48,8 @@ def memory_config(args: argparse.Namespace) -> FluxMemConfig:
 
 
 def sampling_options(args: argparse.Namespace, **extra) -> SamplingOptions:
+    from ..inference import SamplingOptions
+
     return SamplingOptions(
         fps=args.fps,
         max_frames=args.max_frames,
@@ -59,6 +65,7 @@ def load(args: argparse.Namespace):
     from ..loading import load_model
 
     config = memory_config(args)  # validate before loading anything heavy
+    check_model_options(args)
     return load_model(
         args.model,
         device=args.device,
@@ -67,3 +74,58 @@ def load(args: argparse.Namespace):
         fluxmem=config,
         use_fluxmem=not args.no_fluxmem,
     )
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """Validate --device, --dtype and --attn-implementation before anything heavy runs.
+
+    A device that does not exist here is an error (``--device cuda`` never quietly runs on the
+    CPU); ``flash_attention_2`` without the flash-attn package (or without a GPU) falls back to
+    ``sdpa`` with one line saying so.
+    """
+    import importlib.util
+    import sys
+
+    import torch
+
+    from ..errors import ConfigError
+    from ..loading import DTYPES
+
+    device = args.device
+    if device != "auto":
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+        if parsed.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise ConfigError(f"--device {device}: this machine has no CUDA GPU that torch can use; pass --device cpu (or auto).")
+            if parsed.index is not None and parsed.index >= count:
+                raise ConfigError(f"--device {device}: there is no GPU {parsed.index} (GPUs here: 0..{count - 1}).")
+        elif parsed.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {device}: Apple's MPS is not available on this machine; pass --device cpu (or auto).")
+        elif parsed.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"--device {device!r}: fluxmem runs on cpu, cuda or mps; pass one of those (or auto).")
+    if args.dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of auto, bfloat16, float16 or float32, got {args.dtype!r}.")
+    attention = args.attn_implementation
+    if attention in ("flash_attention_2", "flash_attention_3"):
+        package = "flash_attn" if attention == "flash_attention_2" else "flash_attn_interface"
+        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        reason = None
+        if importlib.util.find_spec(package) is None:
+            reason = f"the {package.replace('_', '-')} package is not installed"
+        elif not on_gpu:
+            reason = "it needs a CUDA GPU"
+        if reason:
+            command = getattr(args, "command", None) or "fluxmem"
+            print(f"fluxmem {command}: {attention} is not usable ({reason}); using sdpa attention instead.", file=sys.stderr)
+            args.attn_implementation = "sdpa"
+
+
+def check_max_new_tokens(value: int) -> None:
+    from ..errors import ConfigError
+
+    if value < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1 (the answer's length limit in tokens), got {value}.")

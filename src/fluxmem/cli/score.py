@@ -19,8 +19,6 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError
 
-_BENCHMARKS = ("streamingbench", "ovobench")
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -41,16 +39,21 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..eval.benchmark import benchmark_names
     from ..eval.runner import score_replies, score_run
 
     target = Path(args.target)
     tasks = None
     if args.tasks:
         tasks = tuple(t.strip() for v in args.tasks for t in v.split(",") if t.strip())
-    if args.target in _BENCHMARKS and not target.is_dir():
+    if args.target in benchmark_names() and not target.is_dir():
         if not args.annotations or not args.out:
             raise ConfigError(f"fluxmem score {args.target} needs --annotations PATH and --out DIR.")
-        context = args.context if args.context and args.context > 0 else None
+        if args.context < 0:
+            raise ConfigError(f"--context must be seconds >= 0 (0 = all of the past), got {args.context:g}.")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise InputError(f"--out {args.out} is a file; pass a directory (created if missing).")
+        context = args.context if args.context > 0 else None
         scores, table = score_replies(args.target, args.annotations, args.out, replies=args.replies,
                                       field_name=args.field, context=context, tasks=tasks)
         out = Path(args.out)
@@ -67,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--tasks is for scoring replies; 'fluxmem score DIR' scores the run as it was.")
         scores, table = score_run(target)
         out = target
+    torn = (scores.get("data") or {}).get("answers_file") or {}
+    if torn:
+        import sys
+
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(torn.items()))
+        print(f"warning: answers files hold {counts}: torn lines passed over, the first record per question "
+              "kept (counted in scores.json data.answers_file)", file=sys.stderr)
     if args.json:
         print(json.dumps(scores, indent=2, ensure_ascii=False))
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="video file, camera (/dev/video0 or 0) or URL (rtsp://, http://)")
     parser.add_argument("--questions", default=None, help='JSON lines {"time": seconds, "question": "..."}')
-    parser.add_argument("--out", default=None, help="write answers here (JSON lines); default: standard output")
+    parser.add_argument("--out", default=None, help="write answers here (JSON lines) and show progress; default: standard output")
+    parser.add_argument("--no-progress", action="store_true", help="with --out: no progress bar or summary line")
     parser.add_argument("--realtime", action="store_true", help="pace a file at its true speed (default: as fast as possible)")
     parser.add_argument("--proactive", action="store_true", help="emit scene-change events")
     parser.add_argument("--gamma", type=float, default=0.5, help="scene-change threshold on the changed-token fraction")
@@ -53,10 +55,19 @@ def read_questions(path: str | None) -> list[dict]:
     if path is None:
         return []
     file = Path(path)
-    if not file.is_file():
+    if file.is_dir():
+        raise InputError(f"questions file {path!r} is a directory; pass a JSON-lines file of {{\"time\", \"question\"}}.")
+    if not file.exists():
         raise InputError(f"questions file {path!r} does not exist; pass a JSON-lines file of {{\"time\", \"question\"}}.")
+    raw = file.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and b"\x00" in raw[:4]):
+        raise InputError(f"questions file {path!r} is UTF-16 encoded; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8).")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"questions file {path!r} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
     questions = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -71,8 +82,23 @@ def read_questions(path: str | None) -> list[dict]:
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"{path}:{number}: the question is empty; give the text to ask.")
         questions.append({"time": float(moment), "question": question})
+    if not questions:
+        raise InputError(f"questions file {path!r} holds no question; write one JSON object {{\"time\", \"question\"}} per line.")
     questions.sort(key=lambda q: q["time"])  # stable: same-time questions keep their order
     return questions
+
+
+def _check_out(path: str | None) -> None:
+    """A bad --out path is one line, before the model loads."""
+    if path is None:
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"--out {path!r} is a directory; give a file name for the answers, e.g. {str(out / 'answers.jsonl')!r}.")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {path!r}: the folder {str(out.parent)!r} does not exist; create it first or pick another path.")
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise InputError(f"--out {path!r} cannot be written (permission denied); pick another path.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,75 +114,114 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--gamma is a fraction of a frame's tokens and must lie in [0, 1], got {args.gamma}.")
     if args.max_memory_tokens is not None and args.max_memory_tokens < 1:
         raise ConfigError(f"--max-memory-tokens must be >= 1, got {args.max_memory_tokens}.")
-    if args.fps <= 0 or args.max_new_tokens < 1:
-        raise ConfigError("--fps must be > 0 and --max-new-tokens >= 1.")
+    if args.fps <= 0:
+        raise ConfigError(f"--fps must be > 0 (frames per second to sample), got {args.fps}.")
+    options.check_max_new_tokens(args.max_new_tokens)
     memory = options.memory_config(args)
+    options.check_model_options(args)
+    _check_out(args.out)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
-    source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
-    with source:
-        model, processor = options.load(args)
-        session = StreamSession(
-            model,
-            processor,
-            memory,
-            fps=args.fps,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            reuse_cache=not args.no_cache_reuse,
-            max_memory_tokens=args.max_memory_tokens,
-            history=args.history,
-            proactive=args.proactive,
-            gamma=args.gamma,
-            instruction=args.instruction,
-            instruction_max_new_tokens=args.max_new_tokens,
+    out_file = None
+    try:
+        source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
+        with source:
+            model, processor = options.load(args)
+            out_file = open(args.out, "w", encoding="utf-8") if args.out else None
+            session = StreamSession(
+                model,
+                processor,
+                memory,
+                fps=args.fps,
+                min_pixels=args.min_pixels,
+                max_pixels=args.max_pixels,
+                reuse_cache=not args.no_cache_reuse,
+                max_memory_tokens=args.max_memory_tokens,
+                history=args.history,
+                proactive=args.proactive,
+                gamma=args.gamma,
+                instruction=args.instruction,
+                instruction_max_new_tokens=args.max_new_tokens,
+            )
+            progress = args.out is not None and not args.no_progress
+            counts = _stream(source, session, questions, args.max_new_tokens, out_file or sys.stdout, progress=progress)
+    finally:
+        if out_file is not None:
+            out_file.close()
+    if progress:
+        stats = session.stats()
+        memory_stats = stats["memory"]
+        print(
+            f"[stream] {counts['frames']} frames ({stats['grid_steps']} grid steps) up to {counts['until']:.1f} s, "
+            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | visual tokens {memory_stats['tokens']} -> "
+            f"{memory_stats['kept']} ({100 * memory_stats['retained_fraction']:.1f}% kept)",
+            file=sys.stderr,
         )
-        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-        try:
-            _stream(source, session, questions, args.max_new_tokens, out)
-        finally:
-            if out is not sys.stdout:
-                out.close()
     return 0
 
 
-def _stream(source, session, questions: list[dict], max_new_tokens: int, out) -> None:
+def _stream(source, session, questions: list[dict], max_new_tokens: int, out, *, progress: bool = False) -> dict:
+    from tqdm.auto import tqdm
+
     pending = list(questions)
-    first_size, warned = None, False
+    counts = {"answers": 0, "events": 0, "frames": 0}
+    first_size, warned, last = None, False, None
     frames = iter(source)
-    while True:
-        try:
-            frame, timestamp = next(frames)
-        except StopIteration:
-            break
-        except FluxMemError as error:  # a source that fails mid-stream ends the run
-            logger.warning("the stream ended: %s", error)
-            break
-        while pending and pending[0]["time"] < timestamp:
-            _write(out, _answer(session, pending.pop(0), max_new_tokens))
-        if first_size is None:
-            first_size = frame.shape[:2]
-        elif frame.shape[:2] != first_size:
-            if not warned:
-                logger.warning("frame size changed from %s to %s; resizing to the first frame's size", first_size, frame.shape[:2])
-                warned = True
-            frame = _resize(frame, first_size)
-        try:
-            events = session.push(frame, timestamp)
-        except InputError as error:  # e.g. a timestamp going backwards in a broken stream: skip the frame
-            logger.warning("frame at %.3f s skipped: %s", timestamp, error)
-            continue
-        for event in events:
-            _write(out, event.to_dict())
+    with tqdm(desc="stream", unit="frame", disable=not progress, leave=False) as bar:
+        while True:
+            try:
+                frame, timestamp = next(frames)
+            except StopIteration:
+                break
+            except FluxMemError as error:  # a source that fails mid-stream ends the run
+                logger.warning("the stream ended: %s", error)
+                break
+            while pending and pending[0]["time"] < timestamp:
+                _write(out, _answer(session, pending.pop(0), max_new_tokens))
+                counts["answers"] += 1
+            if first_size is None:
+                first_size = frame.shape[:2]
+            elif frame.shape[:2] != first_size:
+                if not warned:
+                    logger.warning("frame size changed from %s to %s; resizing to the first frame's size", first_size, frame.shape[:2])
+                    warned = True
+                frame = _resize(frame, first_size)
+            try:
+                events = session.push(frame, timestamp)
+            except InputError as error:  # e.g. a timestamp going backwards in a broken stream: skip the frame
+                logger.warning("frame at %.3f s skipped: %s", timestamp, error)
+                continue
+            last = (frame, timestamp)
+            counts["frames"] += 1
+            bar.update(1)
+            bar.set_postfix_str(f"t={timestamp:.1f}s", refresh=False)
+            for event in events:
+                _write(out, event.to_dict())
+                counts["events"] += 1
+    counts["until"] = last[1] if last else 0.0
+    if last is not None and pending:
+        _complete_last_step(session, *last)
     for question in pending:  # asked at the end, on everything the stream showed
-        _write(out, _answer(session, question, max_new_tokens))
+        _write(out, _answer(session, question, max_new_tokens, stream_time=last[1] if last else None))
+        counts["answers"] += 1
+    return counts
 
 
-def _answer(session, question: dict, max_new_tokens: int) -> dict:
+def _complete_last_step(session, frame, timestamp: float) -> None:
+    """At the end of the stream, repeat the last frame until a sampled frame still waiting for its
+    grid-step partner is encoded (as offline sampling pads a video to whole grid steps): a clip
+    shorter than one grid step is then seen, not answered with no video at all."""
+    step = 1.0 / session.fps
+    while session.stats()["frames_pending"]:
+        timestamp += step
+        session.push(frame, timestamp)
+
+
+def _answer(session, question: dict, max_new_tokens: int, *, stream_time: float | None = None) -> dict:
     answer = session.ask(question["question"], max_new_tokens=max_new_tokens)
     return {
         "time": question["time"],
-        "stream_time": session.time,
+        "stream_time": session.time if stream_time is None else stream_time,
         "question": question["question"],
         "answer": answer.text,
         "latency_ms": round(answer.latency_ms, 3),

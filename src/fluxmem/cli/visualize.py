@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--animation-fps must be > 0, got {args.animation_fps}.")
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
+    options.check_model_options(args)
+    check_out_dir(args.out)
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)
     result = visualize(
@@ -75,3 +77,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key.replace('_', ' ')}: {result.files[key]}")
     print(f"overlays: {result.files['overlays']}/ ({len(result.files['overlay_files'])} images)")
     return 0
+
+
+def check_out_dir(path: str) -> None:
+    """--out must be a folder (created now if missing), checked before any decoding or encoding."""
+    from pathlib import Path
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {path!r} is a file; visualize writes a folder of pictures: pass a folder path (created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out {path!r}: cannot create the folder ({error.strerror}); pass another folder path.") from None

@@ -1,10 +1,11 @@
-"""The Gradio page: upload or record a video, play it, ask at any moment, watch the memory.
+"""The Gradio page: a live camera, or an uploaded or recorded video; ask at any moment, watch the memory.
 
 Each browser tab holds its own :class:`~fluxmem.demo.tab.TabSession` (a ``gr.State``), so tabs
 never share frames, answers or caches; one lock around the shared model makes them take turns.
 Frames enter the memory as the player advances (a timer reads the player's position while it
 plays); a question first ingests up to the current playback position, so the answer is about the
-video up to what the viewer has seen. Bad input (a file that is not a video, a video without
+video up to what the viewer has seen. The live camera (Gradio's streaming webcam input) sends frames
+as they are captured; each enters the memory at once and the memory panel follows. Bad input (a file that is not a video, a video without
 frames, a question before any frame) is answered with a message on the page; the server goes on.
 """
 
@@ -21,6 +22,7 @@ from .tab import TabSession, message
 logger = logging.getLogger(__name__)
 
 VIDEO_ID = "fluxmem-video"
+CAMERA_ID = "fluxmem-camera"
 # Reads the player's position in the browser and hands it to the handler as its first input
 # (-1 when there is no player or it has no media loaded: the handler then uses the whole video).
 PLAYBACK_JS = (
@@ -35,9 +37,10 @@ CSS = """
 #fluxmem-status { min-height: 3em; }
 """
 INTRO = """# FluxMem live demo
-Upload a video (or record one with the webcam) and press play. Frames enter the model's memory as the
-video plays; ask a question at any moment: it is answered from the video **up to the playback
-position** (seeking back does not remove what was already seen; *Start over* does). The panel below
+**Live camera:** start the webcam; every frame enters the model's memory as it arrives, and a question
+is answered from everything the camera has shown so far. **Video:** upload a video (or record one) and
+press play; frames enter the memory as the video plays, and a question is answered from the video
+**up to the playback position** (seeking back does not remove what was already seen; *Start over* does). The panel below
 shows the memory: visual tokens kept per tier and the latest grid steps, with the cells that TAS
 dropped darkened and hatched and the SDC clusters outlined (white disc = anchor)."""
 
@@ -101,8 +104,23 @@ def build_demo(
             if not isinstance(error, FluxMemError):
                 logger.exception("loading %s failed", path)
             # the bad file leaves the player, so that the upload area comes back
-            return tab, f"**Cannot use this upload:** {message(error)}", gr.update(), gr.update(), gr.update(), None
+            text = message(error).replace(str(path), os.path.basename(str(path)))  # not Gradio's temporary path
+            return tab, f"**Cannot use this upload:** {text}", gr.update(), gr.update(), gr.update(), None
         return tab, status, *views(tab), [], gr.update()
+
+    def on_camera_frame(frame, tab):
+        tab = tab or new_tab()
+        if frame is None:
+            return tab, gr.update(), gr.update(), gr.update()
+        try:
+            started = not tab.live
+            stepped = tab.push_live(frame)
+        except FluxMemError as error:
+            return tab, f"**Camera frame refused:** {message(error)}", gr.update(), gr.update()
+        status_update = "Live camera: frames enter the memory as they arrive; ask at any moment." if started else gr.update()
+        if stepped or started:
+            return tab, status_update, *views(tab)
+        return tab, status_update, gr.update(), gr.update()
 
     def on_tick(position, tab):
         if tab is None or tab.video is None:
@@ -145,7 +163,12 @@ def build_demo(
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                video = gr.Video(label="Video", sources=["upload", "webcam"], include_audio=True, elem_id=VIDEO_ID)
+                with gr.Tabs():
+                    with gr.Tab("Live camera", id="live"):
+                        camera = gr.Image(label="Live camera", sources=["webcam"], streaming=True, type="numpy",
+                                          elem_id=CAMERA_ID)
+                    with gr.Tab("Video", id="video"):
+                        video = gr.Video(label="Video", sources=["upload", "webcam"], include_audio=True, elem_id=VIDEO_ID)
                 status = gr.Markdown("No video loaded.", elem_id="fluxmem-status")
                 restart = gr.Button("Start over", variant="secondary", elem_id="fluxmem-restart")
             with gr.Column(scale=1):
@@ -159,6 +182,8 @@ def build_demo(
             with gr.Column(scale=2):
                 overlay = gr.Image(label="Latest grid steps in memory", show_label=False, type="pil", interactive=False, elem_id="fluxmem-overlay")
 
+        camera.stream(on_camera_frame, [camera, tab_state], [tab_state, status, stats, overlay],
+                      stream_every=min(0.5, 0.5 / fps), time_limit=None, show_progress="hidden", concurrency_limit=None)
         video.change(on_video, [video, tab_state], [tab_state, status, stats, overlay, answers, video])
         video.play(lambda: gr.Timer(active=True), None, timer)
         video.pause(lambda: gr.Timer(active=False), None, timer)

@@ -6,6 +6,10 @@ bad input, the numbers shown) is plain Python that tests can call directly.
 Answers cover the video UP TO THE FURTHEST PLAYBACK POSITION REACHED: frames are pushed to the
 session as the player advances (and, at a question, up to the player's current time). The memory
 cannot forget, so seeking back does not remove frames already ingested; "Start over" does.
+
+Live mode (:meth:`TabSession.start_live`, :meth:`TabSession.push_live`): frames from a camera are
+pushed as they arrive, stamped with the time since the camera started; a question is answered
+from everything the camera has shown so far.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class TabSession:
         self._own = threading.RLock()  # one handler at a time for this tab (timer ticks vs. questions)
         self.video: str | None = None
         self.duration = 0.0
+        self.live = False
+        self._live_origin: float | None = None
+        self._live_size: tuple[int, int] | None = None
         self._source = None
         self._finished = False
         self._clear_display()
@@ -103,6 +110,7 @@ class TabSession:
             self._clear_display()
             self._source = open_source(str(path))
             self._finished = False
+            self.live = False
             self.video, self.duration = str(path), float(info.duration)
         return (
             f"Loaded a {info.duration:.1f} s video ({info.width}x{info.height}, {info.fps:.3g} fps). Press play: "
@@ -121,7 +129,49 @@ class TabSession:
     def restart(self) -> str:
         if self.video is None:
             raise InputError("No video yet: upload a video or record one with the webcam first.")
+        if self.live:
+            return self.start_live()
         return self.open(self.video)
+
+    # ------------------------------------------------------------------- live
+    def start_live(self) -> str:
+        """Start over on a live camera: an empty memory, the clock at zero with the next frame."""
+        with self._own:
+            self.close()
+            with self.lock:
+                self.session.reset()
+            self._clear_display()
+            self._finished = True  # no file to read
+            self.live, self.video, self.duration = True, "live camera", 0.0
+            self._live_origin, self._live_size = None, None
+        return "Live camera: frames enter the memory as they arrive; ask at any moment."
+
+    def push_live(self, frame, now: float | None = None) -> bool:
+        """Push one camera frame (H x W x 3 uint8), stamped ``now`` (monotonic seconds; default the
+        current time) relative to the first frame. Frames whose size differs from the first are
+        resized to it. Returns whether the memory gained a grid step."""
+        if frame is None:
+            return False
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
+            raise InputError(f"a camera frame must be H x W x 3 (RGB), got shape {frame.shape}.")
+        frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+        now = time.monotonic() if now is None else float(now)
+        with self._own:
+            if not self.live:
+                self.start_live()
+            if self._live_origin is None:
+                self._live_origin, self._live_size = now, frame.shape[:2]
+            elif frame.shape[:2] != self._live_size:
+                height, width = self._live_size
+                frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+            timestamp = now - self._live_origin
+            if self._ingested_until is not None and timestamp <= self._ingested_until:
+                return False  # a late or duplicate frame: the session needs increasing times
+            steps = self.session.num_steps
+            self._push(frame, timestamp)
+            self.duration = timestamp
+            return self.session.num_steps > steps
 
     # ----------------------------------------------------------------- ingest
     def ingest_until(self, position: float | None) -> int:
@@ -185,9 +235,10 @@ class TabSession:
             self.ingest_until(position)
             if self.session.num_steps == 0:
                 seconds = self.temporal_patch_size / self.session.fps
+                further = "Let the camera run a little longer" if self.live else "Play the video a little further"
                 raise InputError(
                     f"No frame is in the memory yet: the model reads frames in pairs ({seconds:g} s of video at "
-                    f"{self.session.fps:g} fps). Play the video a little further, then ask again."
+                    f"{self.session.fps:g} fps). {further}, then ask again."
                 )
             started = time.perf_counter()
             with self.lock:
@@ -207,7 +258,12 @@ class TabSession:
             return "**Memory:** empty. Upload a video or record one with the webcam."
         stats = self.stats()
         memory = stats["memory"]
-        until = "nothing yet" if self._ingested_until is None else f"0 - {self._ingested_until:.1f} s of {self.duration:.1f} s"
+        if self._ingested_until is None:
+            until = "nothing yet"
+        elif self.live:
+            until = f"0 - {self._ingested_until:.1f} s of the live camera"
+        else:
+            until = f"0 - {self._ingested_until:.1f} s of {self.duration:.1f} s"
         lines = [
             f"**Memory** covers {until}: {stats['grid_steps']} grid steps from {stats['frames_sampled']} sampled "
             f"frames ({stats['frames_seen']} decoded).",

@@ -1,10 +1,13 @@
 """Evaluation: benchmark data, prompts and scoring (model-free), for the runner to build on.
 
 ``common`` holds the normalised :class:`EvalItem`, data-issue counting, timestamps, answers files
-and score tables; ``streamingbench`` and ``ovobench`` each hold one benchmark's loader, prompts
-and official/robust scorers.
+and score tables; ``benchmark`` the one :class:`Benchmark` interface and its registry;
+``protocol`` the named protocols (``published``, ``official``, ``fluxmem``) and the published
+frame rule; ``streamingbench`` and ``ovobench`` each one benchmark (loader, prompts, scorers, and
+its registered :class:`Benchmark` object); ``dryrun`` the model-free audit of a protocol.
 """
 
+from .benchmark import Benchmark, get_benchmark, register
 from .common import (
     DataIssues,
     EvalItem,
@@ -23,10 +26,17 @@ from .common import (
     shard_items,
     skip_record,
 )
-from .ovobench import load_ovobench, ovobench_table, score_ovobench, score_ovobench_replies
+from .ovobench import (
+    load_ovobench,
+    ovobench_table,
+    score_ovobench,
+    score_ovobench_replies,
+)
+from .protocol import Protocol, resolve_protocol
 from .streamingbench import (
     load_streamingbench,
-    run_proactive_dialog,
+    proactive_dialog,
+    proactive_next_turn,
     score_proactive_dialog,
     score_streamingbench,
     score_streamingbench_field,
@@ -34,8 +44,10 @@ from .streamingbench import (
 )
 
 __all__ = [
+    "Benchmark",
     "DataIssues",
     "EvalItem",
+    "Protocol",
     "ReplyScore",
     "ScoreTable",
     "answer_record",
@@ -43,15 +55,19 @@ __all__ = [
     "dedupe_by_uid",
     "fit_to_duration",
     "format_timestamp",
+    "get_benchmark",
     "load_answers",
     "load_ovobench",
     "load_streamingbench",
     "ovobench_table",
     "parse_timestamp",
     "pending_items",
+    "proactive_dialog",
+    "proactive_next_turn",
     "read_jsonl",
+    "register",
+    "resolve_protocol",
     "robust_letter",
-    "run_proactive_dialog",
     "score_ovobench",
     "score_ovobench_replies",
     "score_proactive_dialog",

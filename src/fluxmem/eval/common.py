@@ -23,9 +23,10 @@ import os
 import re
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, InputError
 
@@ -93,7 +94,7 @@ class DataIssues:
     def __bool__(self) -> bool:
         return self.total > 0
 
-    def merge(self, other: "DataIssues") -> "DataIssues":
+    def merge(self, other: DataIssues) -> DataIssues:
         """Add ``other``'s counts to this one (returns self)."""
         self.counts.update(other.counts)
         self.skipped.update(other.skipped)
@@ -163,7 +164,6 @@ def parse_timestamp(
     def bad() -> None:
         if issues is not None:
             issues.warn("timestamp_unparseable", f"{where_s}{value!r}")
-        return None
 
     if isinstance(value, bool) or value is None:
         return bad()
@@ -287,7 +287,7 @@ class EvalItem:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalItem":
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalItem:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["options"] = tuple(d.get("options") or ())
@@ -478,7 +478,7 @@ def load_answers(
 def answer_record(item: EvalItem, response: Any, **extra: Any) -> dict[str, Any]:
     """The answers-file record for ``item``: ``uid``, ``benchmark``, ``task``, ``response``
     (a string, or for proactive items the dialog list of :func:`~fluxmem.eval.streamingbench.
-    run_proactive_dialog`), plus ``extra`` (timings, frame counts…)."""
+    proactive_dialog`), plus ``extra`` (timings, frame counts…)."""
     rec = {"uid": item.uid, "benchmark": item.benchmark, "task": item.task, "response": response}
     rec.update(extra)
     return rec
@@ -675,8 +675,7 @@ def table_from_scores(
     ``"robust"``), tasks grouped under their categories in ``groups`` order; tasks present in
     the scores but not in ``groups`` are listed under their category at the end."""
     labels = labels or {}
-    cols = {"official": scores, "robust": scores.get("robust", {})}
-    cols = {c: cols[c] for c in columns}
+    cols = {c: (scores if c == "official" else scores.get(c, {})) for c in columns}
     table = ScoreTable(title=title, columns=tuple(columns))
     listed: set[str] = set()
     cat_order = list(groups)

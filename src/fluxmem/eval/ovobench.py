@@ -12,8 +12,8 @@ own code, with a strict column beside the official one.
 * Clip: ``[0, ceil(realtime)]``, capped at the video's length by the runner
   (:func:`~fluxmem.eval.common.fit_to_duration`). Multiple-choice entries are clipped too (the
   official self-chunking script skips them by mistake; we do not).
-* Prompts: the official texts with the source's indentation removed (the official prompts are
-  indented triple-quoted strings; the words, line breaks and typos are kept).
+* Prompts: the official strings (``OFFICIAL_TEMPLATES``), or the published FluxMem evaluation's
+  (``PUBLISHED_TEMPLATES``, its own indentation and quotes) under ``--protocol published``.
 * Official scoring (case-sensitive throughout, ``None`` replies wrong):
   MCQ correct iff the gold letter occurs ANYWHERE in the reply (``gt in response``: "A lot of B"
   counts for A); REC iff all digit runs of the reply joined equal the count ("1 and 2" → "12");
@@ -22,8 +22,9 @@ own code, with a strict column beside the official one.
   robust_letter`); REC the first number (digits or an English number word); SSR/CRR the first
   word, case-insensitive, must be yes/y or no/n.
 * Aggregation: forward tasks pool all their probes; a category is the mean of its tasks; Overall
-  is the mean of the three categories (over those present). The official script prints as "Total
-  Avg." the mean over all tasks instead; that figure is given in ``extra["task_mean"]``.
+  is the mean of the three categories (over those present), which is what the official scorer
+  prints as "Total Avg.". ``extra["task_mean"]`` is the plain mean over the tasks, for reference
+  only (not a figure any official script prints).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InputError
 from .common import (
@@ -70,70 +72,103 @@ MCQ_TASKS = BACKWARD_TASKS + REALTIME_TASKS
 
 # ---------------------------------------------------------------------------------- prompts
 
-MCQ_TEMPLATE = (
-    "Question: {question}\n"
-    "Options:\n"
-    "{options}\n"
-    "Respond only with the letter corresponding to your chosen option (e.g., A, B, C).\n"
-    "Do not include any additional text or explanation in your response."
-)
+#: The official prompt strings (``constant.py`` of the benchmark's code): a leading newline, a
+#: blank line before "Respond", trailing spaces and curly quotes as written there.
+OFFICIAL_TEMPLATES = {
+    "MCQ": (
+        "\nQuestion: {question}\nOptions:\n{options}\n\nRespond only with the letter corresponding to your "
+        "chosen option (e.g., A, B, C). \nDo not include any additional text or explanation in your response.\n"
+    ),
+    "REC": (
+        "\nYou're watching a video in which people may perform a certain type of action repetively. \n"
+        "The person performing this kind of action are referred to as 'they' in the following statement.\n"
+        "You're task is to count how many times have different people in the video perform this kind of action "
+        "in total.\nOne complete motion counts as one. \nNow, answer the following question: How many times did "
+        "they {activity}?\nProvide your answer as a single number (e.g., 0, 1, 2, 3\u2026) indicating the total "
+        "count.\nDo not include any additional text or explanation in your response.\n"
+    ),
+    "SSR": (
+        "\nYou're watching a tutorial video which contain a sequential of steps. \nThe following is one step "
+        "from the whole procedures: \n{step}\nYour task is to determine if the man or woman in the video is "
+        "currently performing this step.\nAnswer only with \u201cYes\u201d or \u201cNo\u201d.\nDo not include any "
+        "additional text or explanation in your response.\n"
+    ),
+    "CRR": (
+        "\nYou're responsible of answering questions based on the video content. \nThe following question are "
+        "relevant to the latest frames, i.e. the end of the video.\n{question}\nDecide whether existing visual "
+        "content, especially latest frames, i.e. frames that near the end of the video, provide enough "
+        "information for answering the question.\nAnswer only with \u201cYes\u201d or \u201cNo\u201d.\nDo not "
+        "include any additional text or explanation in your response.\n"
+    ),
+}
 
-REC_TEMPLATE = (
-    "You're watching a video in which people may perform a certain type of action repetively.\n"
-    "The person performing this kind of action are referred to as 'they' in the following "
-    "statement.\n"
-    "You're task is to count how many times have different people in the video perform this "
-    "kind of action in total.\n"
-    "One complete motion counts as one.\n"
-    "Now, answer the following question: How many times did they {activity}?\n"
-    "Provide your answer as a single number (e.g., 0, 1, 2, 3\u2026) indicating the total count.\n"
-    "Do not include any additional text or explanation in your response."
-)
+_IND = "\n" + " " * 12
+#: The published FluxMem evaluation's strings: the official words re-indented by 12 spaces, a
+#: leading newline (REC: a space first), straight quotes, no blank line before "Respond", and a
+#: closing newline plus 8 spaces.
+PUBLISHED_TEMPLATES = {
+    "MCQ": (
+        f"{_IND}Question: {{question}}{_IND}Options:{_IND}{{options}}{_IND}Respond only with the letter "
+        f"corresponding to your chosen option (e.g., A, B, C). {_IND}Do not include any additional text or "
+        "explanation in your response.\n        "
+    ),
+    "REC": (
+        f" {_IND}You're watching a video in which people may perform a certain type of action repetively. "
+        f"{_IND}The person performing this kind of action are referred to as 'they' in the following statement."
+        f"{_IND}You're task is to count how many times have different people in the video perform this kind of "
+        f"action in total.{_IND}One complete motion counts as one. {_IND}Now, answer the following question: How "
+        f"many times did they {{activity}}?{_IND}Provide your answer as a single number (e.g., 0, 1, 2, 3\u2026) "
+        f"indicating the total count.{_IND}Do not include any additional text or explanation in your response."
+        "\n        "
+    ),
+    "SSR": (
+        f"{_IND}You're watching a tutorial video which contain a sequential of steps. {_IND}The following is one "
+        f"step from the whole procedures: {_IND}{{step}}{_IND}Your task is to determine if the man or woman in the "
+        f"video is currently performing this step.{_IND}Answer only with \"Yes\" or \"No\".{_IND}Do not include "
+        "any additional text or explanation in your response.\n        "
+    ),
+    "CRR": (
+        f"{_IND}You're responsible of answering questions based on the video content. {_IND}The following "
+        f"question are relevant to the latest frames, i.e. the end of the video.{_IND}{{question}}{_IND}Decide "
+        "whether existing visual content, especially latest frames, i.e. frames that near the end of the video, "
+        f"provide enough information for answering the question.{_IND}Answer only with \"Yes\" or \"No\"."
+        f"{_IND}Do not include any additional text or explanation in your response.\n        "
+    ),
+}
 
-SSR_TEMPLATE = (
-    "You're watching a tutorial video which contain a sequential of steps.\n"
-    "The following is one step from the whole procedures:\n"
-    "{step}\n"
-    "Your task is to determine if the man or woman in the video is currently performing this "
-    "step.\n"
-    "Answer only with \u201cYes\u201d or \u201cNo\u201d.\n"
-    "Do not include any additional text or explanation in your response."
-)
+TEMPLATES = {"official": OFFICIAL_TEMPLATES, "published": PUBLISHED_TEMPLATES}
 
-CRR_TEMPLATE = (
-    "You're responsible of answering questions based on the video content.\n"
-    "The following question are relevant to the latest frames, i.e. the end of the video.\n"
-    "{question}\n"
-    "Decide whether existing visual content, especially latest frames, i.e. frames that near the "
-    "end of the video, provide enough information for answering the question.\n"
-    "Answer only with \u201cYes\u201d or \u201cNo\u201d.\n"
-    "Do not include any additional text or explanation in your response."
-)
+
+def _templates(prompts: str) -> Mapping[str, str]:
+    try:
+        return TEMPLATES[prompts]
+    except KeyError:
+        raise ConfigError(f"OVO-Bench prompts must be one of {', '.join(TEMPLATES)}, got {prompts!r}") from None
 
 
 def format_options(options: Sequence[str]) -> str:
-    """``"A. x; B. y; C. z;"`` — the official one-line option list."""
-    return "; ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)) + ";"
+    """``"A. x; B. y; C. z;"`` - the one-line option list (options verbatim)."""
+    return "; ".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options)) + ";"
 
 
-def build_mcq_prompt(question: str, options: Sequence[str]) -> str:
-    """Backward and real-time multiple-choice prompt."""
-    return MCQ_TEMPLATE.format(question=question, options=format_options(options))
+def build_mcq_prompt(question: str, options: Sequence[str], prompts: str = "official") -> str:
+    """Backward and real-time multiple-choice prompt (question and options verbatim)."""
+    return _templates(prompts)["MCQ"].format(question=question, options=format_options(options))
 
 
-def build_rec_prompt(activity: str) -> str:
+def build_rec_prompt(activity: str, prompts: str = "official") -> str:
     """REC: how many times did they ``activity``, as a single number."""
-    return REC_TEMPLATE.format(activity=activity)
+    return _templates(prompts)["REC"].format(activity=activity)
 
 
-def build_ssr_prompt(step: str) -> str:
+def build_ssr_prompt(step: str, prompts: str = "official") -> str:
     """SSR: is the person currently performing ``step``, Yes/No."""
-    return SSR_TEMPLATE.format(step=step)
+    return _templates(prompts)["SSR"].format(step=step)
 
 
-def build_crr_prompt(question: str) -> str:
+def build_crr_prompt(question: str, prompts: str = "official") -> str:
     """CRR: is the visible content now enough to answer ``question``, Yes/No."""
-    return CRR_TEMPLATE.format(question=question)
+    return _templates(prompts)["CRR"].format(question=question)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -192,11 +227,15 @@ def load_ovobench(
     path: str | os.PathLike,
     tasks: Iterable[str] | None = None,
     issues: DataIssues | None = None,
+    *,
+    prompts: str = "official",
 ) -> list[EvalItem]:
     """OVO-Bench v2 entries as :class:`EvalItem` s (one per MCQ entry, one per forward probe).
 
     ``tasks``: abbreviations (``"EPM"``) or categories (``"backward"``, ``"realtime"``,
-    ``"forward"``) to keep. Entries or probes with unusable fields are skipped and counted in
+    ``"forward"``) to keep. ``prompts``: ``"official"`` (the benchmark's strings) or
+    ``"published"`` (the published FluxMem evaluation's). Questions, options, activities and steps
+    go into the prompts verbatim, as both codes do (trailing spaces and inner newlines kept). Entries or probes with unusable fields are skipped and counted in
     ``issues``; a file that cannot be read at all raises :class:`~fluxmem.errors.InputError`.
     """
     iss = _issues(issues)
@@ -230,16 +269,16 @@ def load_ovobench(
             iss.skip("bad_entry", f"{where}: no video")
             continue
         if task in MCQ_TASKS:
-            item = _mcq_item(entry, eid, task, video, where, iss)
+            item = _mcq_item(entry, eid, task, video, where, iss, prompts)
             if item is not None:
                 items.append(item)
         else:
-            items.extend(_forward_items(entry, eid, task, video, where, iss))
+            items.extend(_forward_items(entry, eid, task, video, where, iss, prompts))
     return items
 
 
 def _mcq_item(
-    entry: Mapping[str, Any], eid: str, task: str, video: str, where: str, iss: DataIssues
+    entry: Mapping[str, Any], eid: str, task: str, video: str, where: str, iss: DataIssues, prompts: str
 ) -> EvalItem | None:
     question = str(entry.get("question") or "").strip()
     options = entry.get("options")
@@ -279,7 +318,7 @@ def _mcq_item(
         query_time=t,
         clip_start=0.0,
         clip_end=_clip_end(t),
-        prompt=build_mcq_prompt(question, options),
+        prompt=build_mcq_prompt(str(entry.get("question")), [str(o) for o in entry["options"]], prompts),
         kind="mcq",
         gold=LETTERS[gt],
         options=tuple(options),
@@ -289,7 +328,7 @@ def _mcq_item(
 
 
 def _forward_items(
-    entry: Mapping[str, Any], eid: str, task: str, video: str, where: str, iss: DataIssues
+    entry: Mapping[str, Any], eid: str, task: str, video: str, where: str, iss: DataIssues, prompts: str
 ) -> list[EvalItem]:
     probes = entry.get("test_info")
     if not isinstance(probes, list) or not probes:
@@ -301,14 +340,14 @@ def _forward_items(
         if not activity:
             iss.skip("bad_entry", f"{where}: no activity", )
             return []
-        base_prompt = build_rec_prompt(activity)
+        base_prompt = build_rec_prompt(str(entry.get("activity")), prompts)
         common = _meta(entry, ("activity",))
     elif task == "CRR":
         question = str(entry.get("question") or "").strip()
         if not question:
             iss.skip("empty_question", where)
             return []
-        base_prompt = build_crr_prompt(question)
+        base_prompt = build_crr_prompt(str(entry.get("question")), prompts)
         common = _meta(entry, ("question", "answer", "ask_time", "clue_time"))
     else:
         common = _meta(entry, ("tutorial",))
@@ -342,7 +381,7 @@ def _forward_items(
                 if not step:
                     iss.skip("bad_probe", f"{pw}: no step")
                     continue
-                prompt, kind = build_ssr_prompt(step), "ssr"
+                prompt, kind = build_ssr_prompt(str(probe.get("step")), prompts), "ssr"
             else:
                 prompt, kind = base_prompt, "crr"
         meta = dict(common)
@@ -413,8 +452,7 @@ def official_yes_no(reply: Any, gold: str) -> bool:
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
     )
 }
 
@@ -545,11 +583,10 @@ def score_ovobench(
         "substring or exact Y/N (all case-sensitive). robust: first option letter, first "
         "number, first word yes/no."
     )
+    notes.append("Overall = mean of the three category means (the official scorer's 'Total Avg.')")
     if task_mean is not None:
-        notes.append(
-            f"the official script's 'Total Avg.' (mean over tasks, not categories): "
-            f"{task_mean:.2f}"
-        )
+        notes.append(f"mean over tasks, for reference only (extra.task_mean, not an official figure): "
+                     f"{task_mean:.2f}")
     scores["notes"] = notes
     return scores
 
@@ -599,3 +636,106 @@ def ovobench_table(scores: Mapping[str, Any], title: str = "OVO-Bench") -> Score
     """Official and strict scores side by side, tasks under their categories."""
     labels = dict(CATEGORY_NAMES)
     return table_from_scores(title, scores, CATEGORIES, labels=labels)
+
+
+# ---------------------------------------------------------------------------------- the benchmark object
+
+from dataclasses import replace as _replace
+
+from .benchmark import Benchmark, Turn, register
+from .protocol import (
+    MAX_PIXELS,
+    MIN_PIXELS,
+    FramePlan,
+    Protocol,
+    end_anchored_frames,
+    moviepy_duration,
+    published_frames,
+)
+
+
+@register
+class OVOBench(Benchmark):
+    """OVO-Bench through the :class:`~fluxmem.eval.benchmark.Benchmark` interface."""
+
+    name = BENCHMARK
+    title = "OVO-Bench"
+    help = "OVO-Bench v2 (ovo_bench_new.json; each query sees its video up to ceil(realtime))"
+
+    def protocol(self, name: str) -> Protocol:
+        common = {"benchmark": BENCHMARK, "fps": 1.0, "max_frames": 256, "min_pixels": MIN_PIXELS,
+                  "max_pixels": MAX_PIXELS, "max_new_tokens": 128, "repetition_penalty": 1.05,
+                  "scoring": ("official", "robust")}
+        if name == "published":
+            return Protocol(name=name, prompts="published", frames="published", context=256.0, min_frames=4,
+                            past_end="published", clips="chunked", **common)
+        if name == "official":
+            return Protocol(name=name, prompts="official", frames="end_anchored", context=None, **common)
+        return Protocol(name="fluxmem", prompts="official", frames="end_anchored", context=256.0, **common)
+
+    def load(self, annotations, protocol, *, tasks=None, issues=None, video_prefix=""):
+        items = load_ovobench(annotations, tasks=tasks, issues=issues, prompts=protocol.prompts)
+        if video_prefix:
+            items = [_replace(i, video=f"{video_prefix.rstrip('/')}/{i.video}") for i in items]
+        return items
+
+    def video_path(self, item, videos, protocol):
+        if protocol.clips == "chunked":  # the released pre-cut clips, as the published run reads them
+            probe = item.meta.get("probe")
+            name = f"{item.meta.get('id')}.mp4" if probe is None else f"{item.meta.get('id')}_{probe}.mp4"
+            return Path(videos) / "chunked_videos" / name
+        return Path(videos) / item.video
+
+    def fit(self, item, protocol, meta, issues):
+        if protocol.clips == "chunked":
+            return item  # the clip is the window: cut at the video's end when it was made
+        fitted = super().fit(item, protocol, meta, issues)
+        if fitted is not None and protocol.context:
+            fitted = _replace(fitted, clip_start=max(fitted.clip_start, fitted.clip_end - protocol.context))
+        return fitted
+
+    def frames(self, item, protocol, meta, turn: Turn) -> FramePlan:
+        if protocol.frames == "published":
+            if meta.container_us is None:
+                return FramePlan([], [], None, (0.0, meta.duration),
+                                 "the clip states no container duration (moviepy cannot read it)")
+            start = max(0, moviepy_duration(meta.container_us) - (protocol.context or 0.0))
+            return published_frames(meta.frames, meta.fps, start, None, min_frames=protocol.min_frames or 4,
+                                    max_frames=protocol.max_frames, sample_rate=protocol.fps)
+        return end_anchored_frames(meta.frames, meta.fps, turn.start, turn.end, rate=protocol.fps,
+                                   max_frames=protocol.max_frames)
+
+    def extract(self, item, response):
+        if item.kind == "mcq":  # the official rule: every option letter in the reply
+            n = len(item.options) or 7
+            official = "".join(ch for ch in LETTERS[:n] if isinstance(response, str) and ch in response)
+            return {"official": official or None, "robust": robust_letter(response, n)}
+        if item.kind == "rec":
+            return {"official": rec_digits(response) or None, "robust": strict_count(response)}
+        said = [v for v in ("Yes", "No") if official_yes_no(response, v)]
+        return {"official": "/".join(said) or None, "robust": strict_yes_no(response)}
+
+    def verdict(self, item, response):
+        v = score_reply(item, response)
+        return {"official": bool(v.official), "robust": bool(v.robust)}
+
+    def score(self, items, answers, issues=None, protocol=None):
+        scores = score_ovobench(items, answers, issues)
+        scores["columns"] = list(self.columns(protocol))
+        if protocol is not None and protocol.name == "published":  # its "Overall Avg.": a missing category is 0
+            cats = scores.get("categories", {})
+            scores["extra"]["published_overall"] = sum(cats.get(c, 0.0) for c in CATEGORIES) / len(CATEGORIES)
+            scores["notes"].append("published 'Overall Avg.' (a category not run counts 0): "
+                                   f"{scores['extra']['published_overall']:.2f}")
+        return scores
+
+    def table(self, scores):
+        return ovobench_table(scores)
+
+    def score_replies(self, annotations, *, replies, field, context, tasks, issues):
+        if field:
+            raise ConfigError("--field is for streamingbench (replies stored inside its annotations); "
+                              "fluxmem score ovobench reads --replies FILE.jsonl.")
+        if not replies:
+            raise ConfigError("fluxmem score ovobench needs --replies FILE.jsonl.")
+        return score_ovobench_replies(annotations, replies, tasks=tasks, issues=issues)

@@ -2,9 +2,11 @@
 
 A run turns the benchmark's questions (:mod:`.streamingbench`, :mod:`.ovobench`) into answers:
 
-* each question sees only its window of the video, decoded directly from the file with
-  end-anchored sampling (frames at exactly ``1/fps`` ending at the question's time, newest kept
-  under ``max_frames``): nothing is re-encoded to disk;
+* the benchmark (a registered :class:`~fluxmem.eval.benchmark.Benchmark`) and the protocol
+  (:mod:`.protocol`: ``published``, ``official`` or ``fluxmem``) decide each query's prompt,
+  window and frames (:func:`~fluxmem.eval.dryrun.plan_query`, the dry run's planner); the runner
+  decodes exactly those frames and hands them to :func:`fluxmem.inference.answer` with the
+  spacing the protocol reports; nothing is re-encoded to disk;
 * every answer is appended (and fsynced) to ``answers.jsonl`` as soon as it exists, with the
   prompt, raw reply, extracted answer, correctness, latency and peak memory; a rerun with the same
   ``out`` directory answers only what is missing;
@@ -15,12 +17,13 @@ A run turns the benchmark's questions (:mod:`.streamingbench`, :mod:`.ovobench`)
 * at the end :func:`score_run` writes ``scores.json`` and ``scores.md`` (official and robust
   columns side by side). ``fluxmem score DIR`` calls the same function on the files alone.
 
-Files in the output directory: ``run.json`` (package version, model, memory and sampling
-settings, the data issues met while loading), ``items.jsonl`` (the questions, normalised),
+Files in the output directory: ``run.json`` (package version, model, memory settings, the
+protocol's name and every resolved setting, the data issues met while loading), ``items.jsonl`` (the questions, normalised),
 ``answers.jsonl``, ``scores.json``, ``scores.md``.
 
 Forward-probing tasks (OVO-Bench REC/SSR/CRR probes, StreamingBench proactive polling) are
-answered offline, one independent query per probe on its own clip, as the benchmarks define them.
+answered offline, one independent query per probe on its own clip, as the benchmarks define them;
+multi-call queries follow the benchmark's ``first_turn``/``next_turn`` steps.
 """
 
 from __future__ import annotations
@@ -28,37 +31,41 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import resource
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InputError, VideoError
-from ..inference import SamplingOptions
 from ..memory import FluxMemConfig
-from . import ovobench, streamingbench
+from .benchmark import Benchmark, Turn, get_benchmark
 from .common import (
-    LETTERS,
     DataIssues,
     EvalItem,
     ScoreTable,
     append_jsonl,
     dedupe_by_uid,
-    fit_to_duration,
     iter_jsonl,
-    robust_letter,
     shard_items,
     skip_record,
+)
+from .dryrun import VideoMetaCache, plan_query, plan_turn
+from .protocol import (
+    DEFAULT_PROTOCOL,
+    FramePlan,
+    Protocol,
+    describe,
+    protocol_from_record,
+    resolve_protocol,
 )
 
 log = logging.getLogger("fluxmem.eval")
 
-BENCHMARKS = ("streamingbench", "ovobench")
 ANSWERS = "answers.jsonl"
 RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
@@ -71,8 +78,8 @@ VOLATILE_FIELDS = ("latency_ms", "timings_ms", "peak_memory_mb", "peak_memory_ki
 
 #: Settings that decide the answers: a rerun into the same directory must match them.
 _FINGERPRINT_KEYS = (
-    "benchmark", "model", "use_fluxmem", "memory", "sampling", "context", "tasks", "limit",
-    "max_new_tokens", "past_end", "video_prefix", "items_digest",
+    "benchmark", "model", "use_fluxmem", "memory", "protocol", "protocol_settings", "tasks", "limit",
+    "video_prefix", "items_digest",
 )
 
 
@@ -85,12 +92,11 @@ _FINGERPRINT_KEYS = (
 class RunSettings:
     """Everything that defines a benchmark run (recorded in ``run.json``).
 
-    ``sampling`` holds the frame-sampling options (fps, max_frames, pixel budgets); the window of
-    each question is set per question. ``context``: seconds of video before each question that
-    the model may see (StreamingBench: the benchmark's own context, default 60 s, ``None``/0 for
-    the whole past; OVO-Bench: an extra cap on ``[0, ceil(realtime)]``, default none).
-    ``limit``: at most this many questions, balanced across tasks. ``past_end``: ``"clamp"``
-    questions asked after the end of their video to the video's end, or ``"skip"`` them.
+    ``protocol``: a protocol name (``"published"``, ``"official"``, ``"fluxmem"``) or a resolved
+    :class:`~fluxmem.eval.protocol.Protocol`; the keyword settings below (``None``: the
+    protocol's own value) override it where the protocol allows (``published`` allows none).
+    ``context``: seconds of video before each question (``0``: all of the past). ``limit``: at
+    most this many questions, balanced across tasks.
     """
 
     benchmark: str
@@ -100,43 +106,45 @@ class RunSettings:
     model: str = ""
     use_fluxmem: bool = True
     memory: FluxMemConfig = field(default_factory=FluxMemConfig)
-    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    protocol: Any = DEFAULT_PROTOCOL
     context: float | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_new_tokens: int | None = None
+    past_end: str | None = None
+    repetition_penalty: float | None = None
     tasks: tuple[str, ...] | None = None
     limit: int | None = None
-    max_new_tokens: int = 64
-    past_end: str = "clamp"
     video_prefix: str = ""
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise ConfigError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}.")
+        get_benchmark(self.benchmark)  # a clear error for an unknown name
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}.")
-        if self.past_end not in ("clamp", "skip"):
-            raise ConfigError(f"--past-end must be 'clamp' or 'skip', got {self.past_end!r}.")
-        if self.context is not None and (not math.isfinite(self.context) or self.context < 0):
-            raise ConfigError(f"--context must be seconds >= 0, got {self.context}.")
+        if not isinstance(self.protocol, Protocol):
+            resolved = resolve_protocol(
+                self.protocol, self.benchmark, context=self.context, fps=self.fps, max_frames=self.max_frames,
+                min_pixels=self.min_pixels, max_pixels=self.max_pixels, max_new_tokens=self.max_new_tokens,
+                past_end=self.past_end, repetition_penalty=self.repetition_penalty)
+            object.__setattr__(self, "protocol", resolved)
         if not Path(self.videos).is_dir():
             raise InputError(f"video directory {self.videos} does not exist; pass --videos DIR.")
         if not Path(self.annotations).exists():
             raise InputError(f"annotations {self.annotations} do not exist; pass --annotations PATH.")
-        for name in ("video_start", "video_end"):
-            if getattr(self.sampling, name) is not None:
-                raise ConfigError(f"sampling.{name} is set per question by the runner; leave it unset.")
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(self.tasks))
 
+    @property
+    def bench(self) -> Benchmark:
+        return get_benchmark(self.benchmark)
+
     def record(self) -> dict[str, Any]:
         """The settings as plain JSON (memory settings only when FluxMem is on)."""
-        sampling = {k: v for k, v in self.sampling.to_dict().items()
-                    if k not in ("video_start", "video_end", "anchor_end")}
-        sampling["anchor_end"] = True
         return {
             "benchmark": self.benchmark,
             "annotations": str(self.annotations),
@@ -144,12 +152,10 @@ class RunSettings:
             "model": self.model,
             "use_fluxmem": self.use_fluxmem,
             "memory": self.memory.to_dict() if self.use_fluxmem else None,
-            "sampling": sampling,
-            "context": self.context,
+            "protocol": self.protocol.name,
+            "protocol_settings": self.protocol.record(),
             "tasks": list(self.tasks) if self.tasks is not None else None,
             "limit": self.limit,
-            "max_new_tokens": self.max_new_tokens,
-            "past_end": self.past_end,
             "video_prefix": self.video_prefix,
             "device": self.device,
             "dtype": self.dtype,
@@ -159,15 +165,8 @@ class RunSettings:
 
 def load_items(settings: RunSettings, issues: DataIssues) -> list[EvalItem]:
     """The questions of the run, after ``tasks`` and ``limit``."""
-    if settings.benchmark == "streamingbench":
-        items = streamingbench.load_streamingbench(
-            settings.annotations, context=settings.context, tasks=settings.tasks, issues=issues,
-            video_prefix=settings.video_prefix,
-        )
-    else:
-        items = ovobench.load_ovobench(settings.annotations, tasks=settings.tasks, issues=issues)
-        if settings.video_prefix:
-            items = [replace(i, video=f"{settings.video_prefix.rstrip('/')}/{i.video}") for i in items]
+    items = settings.bench.load(settings.annotations, settings.protocol, tasks=settings.tasks, issues=issues,
+                                video_prefix=settings.video_prefix)
     if settings.limit is not None:
         items = balanced_subset(items, settings.limit)
     if not items:
@@ -198,7 +197,7 @@ def items_digest(items: Sequence[EvalItem]) -> str:
     """A short hash of the questions (uids, windows and prompts) of a run."""
     h = hashlib.sha1()
     for it in items:
-        h.update(f"{it.uid}\x00{it.clip_start}\x00{it.clip_end}\x00{it.prompt}\x01".encode("utf-8"))
+        h.update(f"{it.uid}\x00{it.clip_start}\x00{it.clip_end}\x00{it.prompt}\x01".encode())
     return h.hexdigest()[:16]
 
 
@@ -217,7 +216,7 @@ class DistEnv:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "DistEnv":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DistEnv:
         env = os.environ if env is None else env
         try:
             world = int(env.get("WORLD_SIZE", "1"))
@@ -304,39 +303,36 @@ class Reply:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-#: ``answerer(video_path, clip_start, clip_end, prompt) -> Reply``.
-Answerer = Callable[[Path, float, float, str], Reply]
-
-
-def clip_sampling(base: SamplingOptions, start: float, end: float) -> SamplingOptions:
-    """Sampling options that decode only ``[start, end]`` seconds, anchored at ``end``.
-
-    A zero-length window sees the one frame shown at ``end``. ``video_end`` is kept above 0
-    because a 0 would be dropped from the message item (read as "the whole video").
-    """
-    if float(end) - float(start) <= 1e-9:
-        return replace(base, video_start=None, video_end=max(float(end), 1e-3), anchor_end=True, max_frames=1)
-    return replace(base, video_start=float(start) if start > 0 else None, video_end=float(end),
-                   anchor_end=True)
+#: ``answerer(video_path, start, end, prompt, *, frames, min_pixels, max_pixels) -> Reply``:
+#: ``frames`` is the :class:`~fluxmem.eval.protocol.FramePlan` of the call (native indices and the
+#: rate reported to the model), ``min_pixels``/``max_pixels`` the per-frame limits.
+Answerer = Callable[..., Reply]
 
 
 class ModelAnswerer:
-    """Answers prompts about clips with a loaded model (greedy decoding)."""
+    """Answers prompts about clips with a loaded model: decodes exactly the planned frames and
+    hands them to :func:`fluxmem.inference.answer` at the planned rate, so that the processor's
+    ``second_per_grid_ts`` is ``2 / frames.sample_fps`` (the published protocol's reported
+    spacing, or the true one), with the protocol's generation settings."""
 
-    def __init__(self, model, processor, sampling: SamplingOptions, *, max_new_tokens: int = 64,
-                 use_fluxmem: bool = True) -> None:
-        self.model, self.processor = model, processor
-        self.sampling, self.max_new_tokens, self.use_fluxmem = sampling, max_new_tokens, use_fluxmem
+    def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True) -> None:
+        self.model, self.processor, self.protocol, self.use_fluxmem = model, processor, protocol, use_fluxmem
 
-    def __call__(self, video: Path, start: float, end: float, prompt: str) -> Reply:
-        from ..inference import answer
+    def __call__(self, video: Path, start: float, end: float, prompt: str, *, frames: FramePlan,
+                 min_pixels: int | None = None, max_pixels: int | None = None) -> Reply:
+        from ..inference import SamplingOptions, answer
+        from ..video import decode_frames
 
-        sampling = clip_sampling(self.sampling, start, end)
-        result = answer(self.model, self.processor, video, prompt, sampling=sampling,
-                        max_new_tokens=self.max_new_tokens, use_fluxmem=self.use_fluxmem)
+        decoded = decode_frames(video, frames.indices)
+        array = decoded.frames.permute(0, 2, 3, 1).numpy()
+        sampling = SamplingOptions(fps=frames.sample_fps, min_pixels=min_pixels, max_pixels=max_pixels)
+        result = answer(self.model, self.processor, array, prompt, sampling=sampling,
+                        max_new_tokens=self.protocol.max_new_tokens, use_fluxmem=self.use_fluxmem,
+                        **self.protocol.generation())
         memory = result.memory if self.use_fluxmem else {}
         return Reply(
             text=result.text,
+            frames=len(frames.indices),
             visual_tokens=int(memory.get("tokens", 0)),
             kept_tokens=int(memory.get("kept", memory.get("tokens", 0))),
             prompt_tokens=int(result.prompt_tokens),
@@ -368,28 +364,6 @@ class _PeakMemory:
         return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _extract(item: EvalItem, reply: Any) -> dict[str, Any]:
-    """What each scoring rule read in the reply (for people reading the answers file)."""
-    if item.kind in ("mcq", "sqa"):
-        n = len(item.options) or 7
-        if item.benchmark == "ovobench":  # the official rule: every option letter in the reply
-            official = "".join(ch for ch in LETTERS[:n] if isinstance(reply, str) and ch in reply)
-            return {"official": official or None, "robust": robust_letter(reply, n)}
-        return {"official": streamingbench.official_letter(reply), "robust": robust_letter(reply, n)}
-    if item.kind == "proactive":
-        res = streamingbench.score_proactive_dialog(reply, item.meta["gt_time"], item.gold)
-        return {"t_yes": res.t_yes, "answer": res.answer}
-    if item.kind == "rec":
-        return {"official": ovobench.rec_digits(reply) or None, "robust": ovobench.strict_count(reply)}
-    said = [v for v in ("Yes", "No") if ovobench.official_yes_no(reply, v)]
-    return {"official": "/".join(said) or None, "robust": ovobench.strict_yes_no(reply)}
-
-
-def _score_reply(item: EvalItem, reply: Any):
-    module = streamingbench if item.benchmark == "streamingbench" else ovobench
-    return module.score_reply(item, reply)
-
-
 def _item_record_fields(item: EvalItem) -> dict[str, Any]:
     d = item.to_dict()
     prompt = d.pop("prompt")
@@ -397,100 +371,80 @@ def _item_record_fields(item: EvalItem) -> dict[str, Any]:
             "eval_item": d}
 
 
-class _VideoInfoCache:
-    """Probes each video once: its duration, or why it cannot be used."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, Any] = {}
-
-    def get(self, path: Path):
-        if path not in self._cache:
-            from ..video import probe_video
-
-            if not path.exists():
-                self._cache[path] = ("missing_video", f"{path} does not exist")
-            else:
-                try:
-                    self._cache[path] = probe_video(path)
-                except VideoError as error:
-                    self._cache[path] = ("unreadable_video", str(error).splitlines()[0][:300])
-        return self._cache[path]
-
-
 def answer_item(
     item: EvalItem,
     settings: RunSettings,
     answerer: Answerer,
-    videos: _VideoInfoCache,
+    videos: VideoMetaCache,
     run_issues: DataIssues,
     peak: _PeakMemory | None = None,
 ) -> dict[str, Any]:
     """Answer one question and return its answers-file record (a skip record when the video is
-    missing or unreadable, or the question cannot be placed in it)."""
+    missing or unreadable, the question cannot be placed in it, or its window holds no frame)."""
+    bench, protocol = settings.bench, settings.protocol
     base = _item_record_fields(item)
-    path = Path(settings.videos) / item.video
-    info = videos.get(path)
-    if isinstance(info, tuple):
-        reason, detail = info
-        run_issues.skip(reason, f"{item.uid}: {detail}")
-        return skip_record(item, reason, detail, **base)
-    local = DataIssues(log_limit=0)
-    fitted = fit_to_duration(item, info.duration, local, policy=settings.past_end)
-    warnings = sorted(local.counts)
-    for kind in warnings:
-        (run_issues.skip if local.skipped.get(kind) else run_issues.warn)(
-            kind, (local.examples.get(kind) or [item.uid])[0])
-    if fitted is None:
-        reason = next(iter(local.skipped))
-        return skip_record(item, reason, (local.examples.get(reason) or [""])[0], **base)
-    if item.benchmark == "ovobench" and settings.context:
-        fitted = replace(fitted, clip_start=max(fitted.clip_start, fitted.clip_end - settings.context))
-
-    replies: list[Reply] = []
-
-    def ask(start: float, end: float, prompt: str) -> str:
-        reply = answerer(path, start, end, prompt)
-        replies.append(reply)
-        return reply.text
-
+    planned = plan_query(bench, protocol, item, Path(settings.videos), videos)
+    for kind in planned.warnings:
+        iss = planned.issues
+        (run_issues.skip if iss.skipped.get(kind) else run_issues.warn)(kind, (iss.examples.get(kind) or [item.uid])[0])
+    if planned.reason and planned.reason not in planned.issues.skipped:
+        run_issues.skip(planned.reason, planned.detail)
+    if planned.reason:
+        return skip_record(item, planned.reason, planned.detail, **base)
+    fitted, plan = planned.item, planned.plan
+    replies: list[tuple[Turn, str]] = []
+    costs: list[float] = []
+    calls: list[Reply] = []
+    frames_seen: list[int] = []
     if peak is not None:
         peak.reset()
     started = time.perf_counter()
     try:
-        if item.kind == "proactive":
-            response: Any = streamingbench.run_proactive_dialog(fitted, ask)
-        else:
-            response = ask(fitted.clip_start, fitted.clip_end, fitted.prompt)
+        while plan is not None and not plan.frames.issue:
+            t0 = time.perf_counter()
+            reply = answerer(planned.path, plan.turn.start, plan.turn.end, plan.turn.prompt, frames=plan.frames,
+                             min_pixels=plan.min_pixels, max_pixels=plan.max_pixels)
+            costs.append(time.perf_counter() - t0)
+            calls.append(reply)
+            frames_seen.append(len(plan.frames.indices))
+            replies.append((plan.turn, reply.text))
+            turn = bench.next_turn(fitted, replies)
+            plan = None if turn is None else plan_turn(bench, protocol, fitted, planned.path, planned.meta, turn)
     except VideoError as error:
         detail = str(error).splitlines()[0][:300]
         run_issues.skip("video_decode_error", f"{item.uid}: {detail}")
         return skip_record(item, "video_decode_error", detail, **base)
     latency = (time.perf_counter() - started) * 1000
-    verdict = _score_reply(item, response)
+    response = bench.response(fitted, replies, costs)
     timings: Counter[str] = Counter()
-    for r in replies:
+    for r in calls:
         timings.update(r.timings_ms)
+    first = planned.plan
     record = {
         "uid": item.uid,
         "benchmark": item.benchmark,
         "task": item.task,
+        "protocol": protocol.name,
         "response": response,
         **base,
         "clip": [fitted.clip_start, fitted.clip_end],
-        "extracted": _extract(item, response),
-        "correct": {"official": verdict.official, "robust": bool(verdict.robust)},
-        "model_calls": len(replies),
-        "visual_tokens": sum(r.visual_tokens for r in replies),
-        "kept_tokens": sum(r.kept_tokens for r in replies),
-        "prompt_tokens": sum(r.prompt_tokens for r in replies),
+        "window": list(first.frames.window),
+        "frames": frames_seen[0] if frames_seen else 0,
+        "second_per_grid_ts": first.frames.second_per_grid_ts,
+        "extracted": bench.extract(fitted, response),
+        "correct": bench.verdict(fitted, response),
+        "model_calls": len(calls),
+        "visual_tokens": sum(r.visual_tokens for r in calls),
+        "kept_tokens": sum(r.kept_tokens for r in calls),
+        "prompt_tokens": sum(r.prompt_tokens for r in calls),
         "latency_ms": round(latency, 3),
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
     if peak is not None:
         record["peak_memory_mb"] = peak.read_mb()
         record["peak_memory_kind"] = peak.kind
-    if warnings:
-        record["warnings"] = warnings
+    if planned.warnings:
+        record["warnings"] = planned.warnings
     if item.kind == "proactive":
         record["final_prompt"] = item.meta.get("final_prompt")
     return record
@@ -553,12 +507,10 @@ def run_benchmark(
             model, processor, device = _load_model(settings, dist)
         else:
             device = str(getattr(model, "device", "cpu"))
-        answerer = ModelAnswerer(model, processor, settings.sampling,
-                                 max_new_tokens=settings.max_new_tokens,
-                                 use_fluxmem=settings.use_fluxmem)
+        answerer = ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem)
     peak = _PeakMemory(device) if pending else None
     answers_path = out / dist.answers_file
-    videos = _VideoInfoCache()
+    videos = VideoMetaCache()
     for item in tqdm(pending, desc=f"{prefix}{settings.benchmark}", unit="q", disable=not progress):
         record = answer_item(item, settings, answerer, videos, run_issues, peak)
         append_jsonl(answers_path, record)
@@ -710,14 +662,12 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
     items = _items_of_run(out, records)
     if not items:
         raise InputError(f"{out}: no question found in {ITEMS_FILE} or in the answers' records.")
-    benchmark = run.get("benchmark") or items[0].benchmark
+    bench = get_benchmark(run.get("benchmark") or items[0].benchmark)
+    settings = run.get("settings", {})
+    protocol = protocol_from_record(settings.get("protocol_settings"))
     loader = issues_from_dict(run.get("data_issues"))
     amap = {str(r["uid"]): r for r in records}
-    if benchmark == "streamingbench":
-        scores = streamingbench.score_streamingbench(items, amap, loader)
-    else:
-        scores = ovobench.score_ovobench(items, amap, loader)
-    settings = run.get("settings", {})
+    scores = bench.score(items, amap, loader, protocol)
     uids = {it.uid for it in items}
     mine = [r for r in records if str(r["uid"]) in uids]
     answered = [r for r in mine if not r.get("skipped")]
@@ -735,14 +685,11 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
         "model": settings.get("model"),
         "use_fluxmem": settings.get("use_fluxmem"),
         "memory": settings.get("memory"),
-        "sampling": settings.get("sampling"),
-        "context": settings.get("context"),
-        "max_new_tokens": settings.get("max_new_tokens"),
+        "protocol": settings.get("protocol"),
+        "protocol_settings": settings.get("protocol_settings"),
         "versions": run.get("versions"),
     }
-    if benchmark == "streamingbench":
-        scores["task_abbreviations"] = {t: streamingbench.TASK_ABBR.get(t, t) for t in scores["task_categories"]}
-    table = _table(benchmark, scores)
+    table = _table(bench, scores)
     if write:
         _atomic_write(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         _atomic_write(out / SCORES_MD, table.to_markdown())
@@ -777,17 +724,21 @@ def _settings_note(scores: Mapping[str, Any]) -> list[str]:
     mem = run.get("memory") or {}
     memory = (f"FluxMem short_frames={mem.get('short_frames')} medium_frames={mem.get('medium_frames')}"
               if run.get("use_fluxmem") else "baseline (FluxMem off)")
-    samp = run.get("sampling") or {}
-    parts = [f"{k}={samp[k]}" for k in ("fps", "max_frames", "max_pixels", "min_pixels") if samp.get(k)]
-    return [f"model {run.get('model')}; {memory}; sampling {', '.join(parts) or 'defaults'}, end-anchored"]
+    protocol = protocol_from_record(run.get("protocol_settings"))
+    lines = [f"model {run.get('model')}; {memory}"]
+    if protocol is not None:
+        lines.append(describe(protocol))
+    return lines
 
 
-def _table(benchmark: str, scores: Mapping[str, Any]) -> ScoreTable:
-    table = (streamingbench.streamingbench_table(scores) if benchmark == "streamingbench"
-             else ovobench.ovobench_table(scores))
+def _table(bench: Benchmark, scores: Mapping[str, Any]) -> ScoreTable:
+    table = bench.table(scores)
     table.notes.extend(_settings_note(scores))
     data = scores.get("data") or {}
     loader, run = data.get("loader") or {}, data.get("run") or {}
+    if data.get("answers_file"):
+        table.notes.append("answers files: " + ", ".join(f"{k} {v}" for k, v in sorted(data["answers_file"].items()))
+                           + " (torn lines passed over, the first record per question kept)")
     if loader.get("warnings"):
         table.notes.append("data (loading): " + ", ".join(f"{k} {v}" for k, v in loader["warnings"].items()))
     if run.get("warnings") or run.get("skipped"):
@@ -822,20 +773,10 @@ def score_replies(
     """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
     ``scores.json``/``scores.md`` into ``out``."""
     issues = DataIssues()
-    if benchmark == "ovobench":
-        if not replies:
-            raise ConfigError("fluxmem score ovobench needs --replies FILE.jsonl.")
-        scores = ovobench.score_ovobench_replies(annotations, replies, tasks=tasks, issues=issues)
-        table = ovobench.ovobench_table(scores)
-    elif benchmark == "streamingbench":
-        if not field_name:
-            raise ConfigError("fluxmem score streamingbench needs --field NAME (the model's reply field).")
-        scores = streamingbench.score_streamingbench_field(annotations, field_name, context=context,
-                                                           tasks=tasks, issues=issues)
-        scores["task_abbreviations"] = {t: streamingbench.TASK_ABBR.get(t, t) for t in scores["task_categories"]}
-        table = streamingbench.streamingbench_table(scores)
-    else:
-        raise ConfigError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}.")
+    bench = get_benchmark(benchmark)
+    scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
+                                 context=context, tasks=tasks, issues=issues)
+    table = bench.table(scores)
     scores["data"] = {"loader": issues.to_dict()}
     if issues.counts:
         table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))

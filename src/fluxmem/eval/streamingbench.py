@@ -50,10 +50,10 @@ import json
 import math
 import os
 import re
-import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, InputError
 from .common import (
@@ -72,6 +72,7 @@ from .common import (
     robust_letter,
     table_from_scores,
 )
+from .protocol import published_letter, published_time_stamp
 
 BENCHMARK = "streamingbench"
 
@@ -302,38 +303,85 @@ def proactive_says_yes(reply: Any) -> bool:
     return isinstance(reply, str) and "yes" in reply.strip().lower()
 
 
-def run_proactive_dialog(
-    item: EvalItem,
-    ask: Callable[[float, float, str], str],
-    *,
-    clock: Callable[[], float] = time.perf_counter,
-) -> list[dict[str, Any]]:
-    """Run the official polling loop of a proactive item with ``ask(clip_start, clip_end,
-    prompt) -> reply`` (the model) and return the dialog history in the official format: a list
-    of ``{"role": "user"|"assistant", "content", "time", "cost"}`` turns, a user/assistant pair
-    per poll, and after the first "yes" one more pair for the final question at the same time.
-    Store it as the item's ``response`` (our answers file) or under ``"dialog_history"`` (the
-    benchmark's own results file).
-    """
-    if item.kind != "proactive":
-        raise InputError(f"{item.uid} is not a proactive item")
+def proactive_next_turn(item: EvalItem, replies: Sequence[tuple[Any, str]]):
+    """The official polling loop of a proactive item as a pure step: given the calls so far
+    (``(Turn, reply)`` pairs), the next :class:`~fluxmem.eval.benchmark.Turn` or ``None``.
+
+    Polls ``[t, now]`` once per second (``meta["poll_times"]``) with the polling prompt; after the
+    first reply saying yes, asks the question (``meta["final_prompt"]``) on the same clip and
+    stops."""
+    from .benchmark import Turn
+
+    poll, final, times = item.prompt, item.meta["final_prompt"], item.meta["poll_times"]
+    if not replies:
+        return Turn(item.clip_start, times[0], poll)
+    last_turn, last_reply = replies[-1]
+    if last_turn.prompt == final:
+        return None
+    if proactive_says_yes(last_reply):
+        return Turn(item.clip_start, last_turn.end, final)
+    polled = sum(1 for turn, _ in replies if turn.prompt == poll)
+    if polled >= len(times):
+        return None
+    return Turn(item.clip_start, times[polled], poll)
+
+
+def proactive_dialog(item: EvalItem, replies: Sequence[tuple[Any, str]],
+                     costs: Sequence[float] = ()) -> list[dict[str, Any]]:
+    """The calls of a proactive item as the benchmark's dialog history: a list of ``{"role":
+    "user"|"assistant", "content", "time", "cost"}`` turns, a user/assistant pair per call (the
+    user turn holds the poll query or the question). Store it as the item's ``response`` (our
+    answers file) or under ``"dialog_history"`` (the benchmark's own results file)."""
     poll, final = item.prompt, item.meta["final_prompt"]
     query, question = item.meta.get("poll_query", poll), item.meta.get("question", final)
     history: list[dict[str, Any]] = []
-    for t in item.meta["poll_times"]:
-        t0 = clock()
-        reply = ask(item.clip_start, t, poll)
-        cost = clock() - t0
-        history.append({"role": "user", "content": query, "time": t, "cost": cost})
-        history.append({"role": "assistant", "content": reply, "time": t, "cost": cost})
-        if proactive_says_yes(reply):
-            t0 = clock()
-            answer = ask(item.clip_start, t, final)
-            cost = clock() - t0
-            history.append({"role": "user", "content": question, "time": t, "cost": cost})
-            history.append({"role": "assistant", "content": answer, "time": t, "cost": cost})
-            break
+    for k, (turn, reply) in enumerate(replies):
+        cost = costs[k] if k < len(costs) else 0.0
+        content = question if turn.prompt == final else query
+        history.append({"role": "user", "content": content, "time": turn.end, "cost": cost})
+        history.append({"role": "assistant", "content": reply, "time": turn.end, "cost": cost})
     return history
+
+
+PUBLISHED_TEMPLATE = (
+    "You are an advanced video question-answering AI assistant. You have been provided with some frames "
+    "from the video and a multiple-choice question related to the video. Your task is to carefully analyze "
+    "the video and provide the best answer to question, choosing from the four options provided. Respond "
+    "with only the letter (A, B, C, or D) of the correct option.\n\nQuestion: {question}\n\nOptions:\n"
+    "{options}\n\nThe best option is:"
+)
+
+PUBLISHED_TEMPLATE_WITHOUT_OPTIONS = (
+    "You are an advanced video question-answering AI assistant. You have been provided with a video and a "
+    "question related to the video. Your task is to carefully analyze the video and provide the answer to "
+    "the question. \n\nQuestion: {question}\n\nAnswer:"
+)
+
+
+def build_published_prompt(question: Any, options: Any) -> str:
+    """The published FluxMem StreamingBench prompt: the question verbatim; options read as a
+    Python list literal (else split on newlines), option i kept as is when it starts with its
+    letter and a dot, else written ``"L. option"``, joined by newlines. Always "four options",
+    whatever their number. No options (empty, ``nan``): the template without options."""
+    q = "" if question is None else str(question)
+    opts = options
+    if isinstance(opts, str):
+        text = opts
+        if text.strip() in ("", "nan"):
+            opts = []
+        else:
+            try:
+                opts = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                opts = text.split("\n")
+    if opts is None or (isinstance(opts, float) and math.isnan(opts)) or not isinstance(opts, (list, tuple)) \
+            or not opts:
+        return PUBLISHED_TEMPLATE_WITHOUT_OPTIONS.format(question=q)
+    lines = []
+    for i, opt in enumerate(opts):
+        letter, text = chr(65 + i), str(opt)
+        lines.append(text if text.startswith(letter + ".") else f"{letter}. {text}")
+    return PUBLISHED_TEMPLATE.format(question=q, options="\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +460,7 @@ def _uid_json(video: str, q: Mapping[str, Any]) -> str:
         stem = f"{path.parent.name}/{stem}"
     ts = str(q.get("time_stamp", "")).strip()
     h = hashlib.sha1(
-        f"{q.get('task_type', '')}\x00{q.get('question', '')}".encode("utf-8")
+        f"{q.get('task_type', '')}\x00{q.get('question', '')}".encode()
     ).hexdigest()[:8]
     return f"{stem}@{ts}#{h}"
 
@@ -433,8 +481,7 @@ def _read_json(path: Path, issues: DataIssues) -> list[_Raw]:
             issues.skip("bad_subset", f"{where}: not a {{video_path, questions}} object")
             return
         video = str(subset.get("video_path", "")).strip()
-        if video.startswith("./"):
-            video = video[2:]
+        video = video.removeprefix("./")
         for j, q in enumerate(subset["questions"]):
             w = f"{where}.questions[{j}]"
             if not isinstance(q, dict):
@@ -540,6 +587,7 @@ def _load(
     tasks: Iterable[str] | None,
     issues: DataIssues,
     video_prefix: str = "",
+    prompts: str = "official",
 ) -> list[tuple[EvalItem, _Raw]]:
     if context is not None and (not isinstance(context, (int, float)) or math.isnan(context)):
         raise ConfigError(f"context must be seconds (or None for the whole past), got {context!r}")
@@ -576,7 +624,15 @@ def _load(
     for members in sqa_groups.values():
         members.sort(key=lambda r: r.order)
         turns: list[SQATurn] = []
+        latest = None
         for r in members:
+            when = parse_timestamp(r.q.get("time_stamp"), None)
+            if when is not None and latest is not None and when < latest:
+                issues.warn("sqa_out_of_time_order",
+                            f"{r.where}: asked at {when:g} s after a question at {latest:g} s of the same "
+                            "video; kept in file order (the benchmark's), its history holds the later one")
+            if when is not None:
+                latest = when if latest is None else max(latest, when)
             history_of[id(r)] = list(turns)
             opts = _normalise_options(r.q.get("options"), quiet, r.where)
             if opts is None:
@@ -598,7 +654,7 @@ def _load(
         r, task, cat = entry
         if not keep(task, cat):
             continue
-        item = _make_item(r, task, cat, window, context, issues, history_of.get(id(r), []))
+        item = _make_item(r, task, cat, window, context, issues, history_of.get(id(r), []), prompts)
         if item is not None:
             out.append((item, r))
     return out
@@ -612,6 +668,7 @@ def _make_item(
     context: float | None,
     issues: DataIssues,
     history: list[SQATurn],
+    prompts: str = "official",
 ) -> EvalItem | None:
     q = r.q
     question = str(q.get("question") or "").strip()
@@ -619,6 +676,8 @@ def _make_item(
         issues.skip("empty_question", r.where)
         return None
     t = parse_timestamp(q.get("time_stamp"), issues, r.where)
+    if prompts == "published" and t is not None:
+        t = published_time_stamp(q.get("time_stamp"))  # int() per field; raises (None) on "1:02.5"
     if t is None:
         issues.skip("bad_timestamp", f"{r.where}: time_stamp {q.get('time_stamp')!r}")
         return None
@@ -694,6 +753,9 @@ def _make_item(
         prompt = build_sqa_prompt(question, options, history)
         meta["history"] = len(history)
         kind = "sqa"
+    elif prompts == "published":
+        prompt = build_published_prompt(q.get("question"), q.get("options"))
+        kind = "mcq"
     else:
         prompt = build_mcq_prompt(question, options)
         kind = "mcq"
@@ -721,6 +783,7 @@ def load_streamingbench(
     issues: DataIssues | None = None,
     *,
     video_prefix: str = "",
+    prompts: str = "official",
 ) -> list[EvalItem]:
     """StreamingBench questions as :class:`EvalItem` s, in file order.
 
@@ -728,10 +791,12 @@ def load_streamingbench(
     directory of such files. ``context``: seconds of video before the question the model may see
     (``None`` or ``<= 0``: all of it). ``tasks``: task names, abbreviations or category names to
     keep. ``issues`` collects every repaired or skipped value. ``video_prefix`` is prepended to
-    every video path (e.g. the category's folder for CSV layouts).
+    every video path (e.g. the category's folder for CSV layouts). ``prompts="published"``:
+    multiple-choice questions get the published FluxMem prompt (:func:`build_published_prompt`)
+    and the published reading of ``time_stamp`` (:func:`~fluxmem.eval.protocol.published_time_stamp`).
     """
     iss = _issues(issues)
-    return [item for item, _ in _load(path, context, tasks, iss, video_prefix)]
+    return [item for item, _ in _load(path, context, tasks, iss, video_prefix, prompts)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -916,7 +981,7 @@ def score_streamingbench(
     """
     iss = _issues(issues)
     amap = as_answer_map(answers, iss)
-    off, rob = Tally(), Tally()
+    off, rob, pub = Tally(), Tally(), Tally()
     task_cat: dict[str, str] = {}
     po_time = Tally()
     uids = set()
@@ -925,18 +990,18 @@ def score_streamingbench(
         task_cat[item.task] = item.category
         rec = amap.get(item.uid)
         if rec is None:
-            off.skip("no_reply")
-            rob.skip("no_reply")
+            for col in (off, rob, pub):
+                col.skip("no_reply")
             continue
         if rec.get("skipped"):
             reason = str(rec["skipped"])
-            off.skip(reason)
-            rob.skip(reason)
+            for col in (off, rob, pub):
+                col.skip(reason)
             continue
         reply = _reply_of(item, rec)
         if reply is None:
-            off.skip("no_response")
-            rob.skip("no_response")
+            for col in (off, rob, pub):
+                col.skip("no_response")
             continue
         verdict = score_reply(item, reply)
         if verdict.official is None:
@@ -944,6 +1009,12 @@ def score_streamingbench(
         else:
             off.add(item.task, verdict.official)
         rob.add(item.task, bool(verdict.robust))
+        if item.kind == "mcq":
+            pub.add(item.task, published_letter(reply) == item.gold)
+        elif verdict.official is None:
+            pub.skip("sqa_empty_reply")
+        else:
+            pub.add(item.task, verdict.official)
         if item.kind == "proactive":
             res = score_proactive_dialog(reply, item.meta["gt_time"], item.gold)
             po_time.add(item.task, res.time_ok)
@@ -952,12 +1023,13 @@ def score_streamingbench(
         iss.warn("answer_without_item", f"{len(extra_uids)} answers match no item, e.g. "
                  f"{extra_uids[0]!r}")
     for reason, n in iss.skipped.items():
-        off.skip(reason, n)
-        rob.skip(reason, n)
+        for col in (off, rob, pub):
+            col.skip(reason, n)
     scores, notes = _aggregate(off, task_cat)
     robust, robust_notes = _aggregate(rob, task_cat)
     notes = merge_notes(notes, robust_notes)
     scores["robust"] = robust
+    scores["published"], _ = _aggregate(pub, task_cat)
     contexts = sorted({repr(i.meta.get("context")) for i in items})
     scores["settings"] = {
         "benchmark": BENCHMARK,
@@ -971,7 +1043,8 @@ def score_streamingbench(
     notes.append(
         "official: first character of the reply must be the letter (case-sensitive); empty "
         "Sequential-QA replies left out. robust: first standalone option letter; empty replies "
-        "wrong."
+        "wrong. published: the published FluxMem evaluation's regex chain (multiple choice; other "
+        "tasks as official)."
     )
     if po_time.counted:
         notes.append(
@@ -980,6 +1053,14 @@ def score_streamingbench(
         )
     scores["notes"] = notes
     return scores
+
+
+#: Fields of the annotations themselves (anything else in a question is a model's reply field).
+_ANNOTATION_FIELDS = {
+    "task_type", "question", "time_stamp", "answer", "options", "required_ability", "question_id",
+    "frames_required", "temporal_clue_type", "ground_truth_time_stamp", "ground_truth_output",
+    "video_categories", "time", "video_path",
+}
 
 
 def score_streamingbench_field(
@@ -996,6 +1077,12 @@ def score_streamingbench_field(
     under ``no_reply``."""
     iss = _issues(issues)
     pairs = _load(annotations_path, context, tasks, iss)
+    if pairs and not any(field in raw.q for _, raw in pairs):
+        present = sorted({k for _, raw in pairs for k in raw.q} - _ANNOTATION_FIELDS)
+        raise ConfigError(
+            f"no question in {annotations_path} holds the field {field!r}; reply fields found: "
+            f"{', '.join(present) if present else 'none (the file holds annotations only)'}."
+        )
     answers: dict[str, dict[str, Any]] = {}
     for item, raw in pairs:
         if field not in raw.q:
@@ -1007,12 +1094,97 @@ def score_streamingbench_field(
     return score_streamingbench([i for i, _ in pairs], answers, iss)
 
 
-def streamingbench_table(scores: Mapping[str, Any], title: str = "StreamingBench") -> ScoreTable:
-    """Official and robust scores side by side, tasks grouped under their categories."""
+def streamingbench_table(scores: Mapping[str, Any], title: str = "StreamingBench",
+                         columns: Sequence[str] | None = None) -> ScoreTable:
+    """Official, robust (and published, when scored) columns side by side, tasks grouped under
+    their categories. ``columns``: which, in order (default: those present)."""
     groups = {cat: [n for n, _, _ in ts] for cat, ts in TASKS.items()}
     labels = {n: f"{n} ({a})" for n, a in TASK_ABBR.items()}
     notes = []
     ctx = scores.get("settings", {}).get("context")
     if "settings" in scores:
         notes.append(f"context: {ctx if ctx is not None else 'all'} s before each question")
-    return table_from_scores(title, scores, groups, labels=labels, notes=notes)
+    if columns is None:
+        columns = ("official", "robust") + (("published",) if "published" in scores else ())
+    return table_from_scores(title, scores, groups, labels=labels, notes=notes, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark object
+# --------------------------------------------------------------------------------------------
+
+from .benchmark import Benchmark, Turn, register
+from .protocol import MAX_PIXELS, MIN_PIXELS, Protocol
+
+
+@register
+class StreamingBench(Benchmark):
+    """StreamingBench through the :class:`~fluxmem.eval.benchmark.Benchmark` interface."""
+
+    name = BENCHMARK
+    title = "StreamingBench"
+    help = "StreamingBench (JSON or CSV annotations; real-time windows)"
+
+    def protocol(self, name: str) -> Protocol:
+        common = {"benchmark": BENCHMARK, "fps": 1.0, "max_frames": 256, "min_pixels": MIN_PIXELS,
+                  "max_pixels": MAX_PIXELS, "max_new_tokens": 128, "repetition_penalty": 1.05}
+        if name == "published":
+            return Protocol(name=name, prompts="published", frames="published", context=256.0, min_frames=2,
+                            past_end="published", scoring=("published", "official", "robust"), **common)
+        if name == "official":
+            return Protocol(name=name, prompts="official", frames="end_anchored", context=60.0,
+                            scoring=("official", "robust", "published"), **common)
+        return Protocol(name="fluxmem", prompts="official", frames="end_anchored", context=256.0,
+                        scoring=("official", "robust", "published"), **common)
+
+    def load(self, annotations, protocol, *, tasks=None, issues=None, video_prefix=""):
+        return load_streamingbench(annotations, context=protocol.context, tasks=tasks, issues=issues,
+                                   video_prefix=video_prefix, prompts=protocol.prompts)
+
+    def first_turn(self, item: EvalItem) -> Turn:
+        if item.kind == "proactive":
+            return proactive_next_turn(item, [])
+        return Turn(item.clip_start, item.clip_end, item.prompt)
+
+    def next_turn(self, item, replies):
+        return proactive_next_turn(item, replies) if item.kind == "proactive" else None
+
+    def response(self, item, replies, costs):
+        if item.kind == "proactive":
+            return proactive_dialog(item, replies, costs)
+        return replies[-1][1] if replies else None
+
+    def extract(self, item, response):
+        if item.kind == "proactive":
+            res = score_proactive_dialog(response, item.meta["gt_time"], item.gold)
+            return {"t_yes": res.t_yes, "answer": res.answer}
+        out = {"official": official_letter(response), "robust": robust_letter(response, len(item.options) or 7)}
+        if item.kind == "mcq":
+            out["published"] = published_letter(response) or None
+        return out
+
+    def verdict(self, item, response):
+        v = score_reply(item, response)
+        out = {"official": v.official, "robust": bool(v.robust)}
+        if item.kind == "mcq":
+            out["published"] = published_letter(response) == item.gold
+        return out
+
+    def score(self, items, answers, issues=None, protocol=None):
+        scores = score_streamingbench(items, answers, issues)
+        scores["columns"] = list(self.columns(protocol))
+        scores["task_abbreviations"] = {t: TASK_ABBR.get(t, t) for t in scores["task_categories"]}
+        return scores
+
+    def table(self, scores):
+        return streamingbench_table(scores, columns=scores.get("columns"))
+
+    def score_replies(self, annotations, *, replies, field, context, tasks, issues):
+        if replies:
+            raise ConfigError("fluxmem score streamingbench reads the replies from the annotations (--field NAME); "
+                              "--replies is for ovobench.")
+        if not field:
+            raise ConfigError("fluxmem score streamingbench needs --field NAME (the model's reply field).")
+        scores = score_streamingbench_field(annotations, field, context=context, tasks=tasks, issues=issues)
+        scores["task_abbreviations"] = {t: TASK_ABBR.get(t, t) for t in scores["task_categories"]}
+        return scores

@@ -2,7 +2,7 @@
 
 They let anyone (and the tests) run ``fluxmem eval streamingbench|ovobench`` end to end without
 the real data: a dozen questions or so over videos of a few minutes drawn by
-:func:`fluxmem.testing.moving_square_frames`, with the messy cases the real data holds
+:func:`fluxmem.video.synthetic.synthetic_frame` (no test helper is needed at run time), with the messy cases the real data holds
 (timestamps such as ``"00:24"``, a question past the end of its video, five options, a missing
 video, a truncated video, an unparseable timestamp). The answers are not meant to be knowable by a
 random model; the fixtures exercise the protocol, not the model.
@@ -33,38 +33,47 @@ _SB_RTVU = (
 _COLOURS = ("red", "green", "blue", "yellow", "black", "white", "grey")
 
 
-def _videos(root: Path, names: dict[str, float], fps: float, size: int) -> None:
-    from ..testing import moving_square_frames, write_video
+def _frames(count: int, size: int):
+    """``[count, size, size, 3]`` uint8 frames, each saying which frame it is."""
+    import numpy as np
 
-    longest = max(names.values())
-    frames = moving_square_frames(int(round(longest * fps)), height=size, width=size)
-    for name, seconds in names.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_video(path, frames[: int(round(seconds * fps))], fps=fps)
+    from ..video.synthetic import synthetic_frame
+
+    return np.stack([synthetic_frame(i, size) for i in range(count)])
 
 
-def _truncated_video(path: Path, seconds: float, fps: float, size: int) -> None:
-    """An MP4 whose header (written first, "faststart") announces ``seconds`` of video but whose
-    data stops half-way: a download that broke off. Its first seconds decode, the rest does not."""
+def _write(path: Path, frames, fps: float, *, faststart: bool = False) -> None:
     from fractions import Fraction
 
     import av
     import numpy as np
 
-    from ..testing import moving_square_frames
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = moving_square_frames(int(round(seconds * fps)), height=size, width=size)
-    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:
+    options = {"movflags": "faststart"} if faststart else None
+    with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.options = {"qscale": "1"}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
+
+
+def _videos(root: Path, names: dict[str, float], fps: float, size: int) -> None:
+    longest = max(names.values())
+    frames = _frames(round(longest * fps), size)
+    for name, seconds in names.items():
+        _write(root / name, frames[: round(seconds * fps)], fps)
+
+
+def _truncated_video(path: Path, seconds: float, fps: float, size: int) -> None:
+    """An MP4 whose header (written first, "faststart") announces ``seconds`` of video but whose
+    data stops after about ten seconds: a download that broke off. Its first seconds decode, the rest
+    does not."""
+    _write(path, _frames(round(seconds * fps), size), fps, faststart=True)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    media = data.find(b"mdat") + 4  # the frames' data follows the header
+    path.write_bytes(data[: media + (len(data) - media) * 10 // round(seconds)])  # about ten seconds of it
 
 
 def write_streamingbench_fixture(

@@ -1,7 +1,18 @@
 """The FluxMem algorithm on plain tensors: no models, tokens or files (``algorithm.md``)."""
 
 from .config import FluxMemConfig
-from .hierarchy import LONG, MID, SHORT, CompressResult, FluxMemory, FrameRecord, StepUpdate, compress
+from .hierarchy import (
+    LONG,
+    MID,
+    SHORT,
+    CompressResult,
+    FluxMemory,
+    FrameRecord,
+    StepUpdate,
+    compress,
+    merge_full,
+    merge_kept,
+)
 from .otsu import otsu_threshold
 
 __all__ = [
@@ -11,6 +22,8 @@ __all__ = [
     "FrameRecord",
     "StepUpdate",
     "compress",
+    "merge_kept",
+    "merge_full",
     "otsu_threshold",
     "SHORT",
     "MID",

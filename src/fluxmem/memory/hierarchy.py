@@ -1,13 +1,19 @@
-"""The FluxMem hierarchy: short-term, mid-term (TAS), long-term (SDC), one grid step at a time.
+"""The FluxMem hierarchy: short-term, mid-term (TAS), long-term (SDC).
 
-:class:`FluxMemory` is the only implementation; :func:`compress` runs it over a whole video. Both
-the offline switch and the streaming session therefore make the same decisions by construction.
+Two paths, one set of kernels. :class:`FluxMemory` takes one grid step at a time (streaming);
+:func:`compress` takes a whole video and runs every step of the hierarchy over all frames at once
+(one similarity pass over all adjacent pairs, Otsu over all frames in one batch, connected
+components over all long-term frames together). Both call the same similarity, Otsu and
+consolidation functions (the incremental path with one frame), so they make the same decisions and
+produce the same merged features (``tests/test_memory.py`` and ``tests/test_memory_batched.py``
+pin this). Neither copies the video: :func:`compress` returns the keep mask plus the anchors and
+their cluster means, and :func:`merge_kept` applies them to any tensor aligned with the tokens.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -85,14 +91,49 @@ class _Frame:
 
 @dataclass
 class CompressResult:
-    """Output of :func:`compress` for one video."""
+    """Output of :func:`compress` for one video.
+
+    Holds no copy of the video: the keep mask, SDC's clusters as token rows and the anchors' means.
+    :func:`merge_kept` applies the clusters to any tensor aligned with the video's tokens;
+    :attr:`features` builds the full merged tensor on first use, for callers that want it.
+    """
 
     keep: torch.Tensor
     """bool ``[T*H*W]``: which tokens stay."""
-    features: torch.Tensor
-    """``[T*H*W, D]``: the input with long-term anchors replaced by their cluster means."""
     frames: list[FrameRecord]
     grid_thw: tuple[int, int, int]
+    source: torch.Tensor
+    """``[T*H*W, D]``: the input features (a reference, never written to)."""
+    anchor_index: torch.Tensor
+    """long ``[C]``: token row of each SDC cluster's anchor (clusters of >= 2 tokens)."""
+    anchor_means: torch.Tensor
+    """``[C, D]`` in the input dtype: each cluster's mean, computed in float32 (carries gradient)."""
+    member_index: torch.Tensor
+    """long ``[N]``: token rows of every cluster member (anchors included), ascending."""
+    member_cluster: torch.Tensor
+    """long ``[N]``: the cluster (row of :attr:`anchor_index`) of each member."""
+    _features: torch.Tensor | None = field(default=None, repr=False)
+    _kept_index: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def features(self) -> torch.Tensor:
+        """``[T*H*W, D]``: the input with long-term anchors replaced by their cluster means
+        (the input itself when nothing merged). Built once, on first use: a full-size copy."""
+        if self._features is None:
+            self._features = merge_full(self, self.source)
+        return self._features
+
+    @property
+    def kept_index(self) -> torch.Tensor:
+        """long ``[K]``: token rows that stay, ascending."""
+        if self._kept_index is None:
+            self._kept_index = self.keep.nonzero().squeeze(1)
+        return self._kept_index
+
+    def kept_features(self) -> torch.Tensor:
+        """``[K, D]``: the kept tokens' features, anchors merged (``features[keep]`` without the
+        full-size copy)."""
+        return merge_kept(self, self.source)
 
     @property
     def kept_tokens(self) -> int:
@@ -119,7 +160,8 @@ class FluxMemory:
     """Incremental FluxMem for one video stream; push one temporal grid step at a time.
 
     Decisions for frame ``i`` depend only on frames ``<= i + S``, so after every push the state
-    equals :func:`compress` on the frames pushed so far (``tests/test_memory.py`` pins this).
+    equals :func:`compress` (the batched offline path, same kernels) on the frames pushed so far
+    (``tests/test_memory.py`` and ``tests/test_memory_batched.py`` pin this).
     Frames in long-term keep only their kept tokens; earlier tiers hold a reference to the pushed
     tensor (no copy, never modified).
     """
@@ -279,48 +321,75 @@ class FluxMemory:
     def _spatial_domain_consolidation(self, frame: _Frame) -> None:
         """SDC on a frame leaving mid-term: merge similar 8-connected kept cells into anchors."""
         record, features = frame.record, frame.features
-        keep = record.keep
-        merged_into = torch.full((self.cells,), -1, dtype=torch.long, device=keep.device)
-        edges = self._edges
-        x = features.float()  # merged means keep their gradient (fine-tuning through the memory)
-        distances = (1.0 - edges.cosines(normalise(x.detach(), self.grid_hw))).clamp(0.0, 2.0)
-        valid = keep[edges.u] & keep[edges.v]
-        theta, has_theta = otsu_threshold(distances, valid, fallback_to_median=False)
-        joined = valid & (distances <= theta) & has_theta
-        if bool(joined.any()):  # the one decision that needs the host
-            labels = _connected_components(self.cells, edges.u[joined], edges.v[joined])
-            size = torch.bincount(labels, minlength=self.cells)
-            members = (keep & (size[labels] >= 2)).nonzero().squeeze(1)  # cells in clusters of >= 2
-            # clusters renumbered 0..C-1 so that per-cluster buffers are [C, D], not [H*W, D]
-            cluster_ids, member_cluster = torch.unique(labels.index_select(0, members), return_inverse=True)
-            clusters = cluster_ids.numel()
-            member_x = x.index_select(0, members)
-            sums = torch.zeros(clusters, x.shape[1], dtype=torch.float32, device=x.device)
-            sums.index_add_(0, member_cluster, member_x)
-            means = sums / size.index_select(0, cluster_ids).unsqueeze(1).float()
-            sq_dist = (member_x - means.index_select(0, member_cluster)).detach().square().sum(-1)
-            best = torch.full((clusters,), float("inf"), device=x.device)
-            best.scatter_reduce_(0, member_cluster, sq_dist, reduce="amin")
-            # ties: the lowest cell index among the closest members
-            candidates = torch.where(sq_dist == best[member_cluster], members, torch.full_like(members, self.cells))
-            anchor_of_cluster = torch.full((clusters,), self.cells, dtype=torch.long, device=x.device)
-            anchor_of_cluster.scatter_reduce_(0, member_cluster, candidates, reduce="amin")
-            member_anchor = anchor_of_cluster.index_select(0, member_cluster)
-            merged_into.index_copy_(0, members, member_anchor)
-            keep = keep.clone()
-            keep[members[member_anchor != members]] = False
-            kept_index = keep.nonzero().squeeze(1)
-            kept_features = features.index_select(0, kept_index)
-            slot = torch.searchsorted(kept_index, anchor_of_cluster)
+        distances = _edge_distances(normalise(features.detach(), self.grid_hw), self._edges)
+        keep, merged_into, clusters = _consolidate(features, record.keep.unsqueeze(0), distances, self._edges, self.cells)
+        keep, merged_into = keep[0], merged_into[0]
+        kept_index = keep.nonzero().squeeze(1)
+        kept_features = features.index_select(0, kept_index)
+        if clusters is not None:
+            anchors, means = clusters[2], clusters[3]
+            slot = torch.searchsorted(kept_index, anchors)
             kept_features[slot] = means.to(features.dtype)
-        else:
-            kept_index = keep.nonzero().squeeze(1)
-            kept_features = features.index_select(0, kept_index)
         record.keep = keep
         record.merged_into = merged_into
         record.tier = LONG
         frame.kept_index, frame.kept_features = kept_index, kept_features
         frame.features = None  # long-term frames hold only what they keep
+
+
+def _edge_distances(grid: torch.Tensor, edges: EdgeLayout) -> torch.Tensor:
+    """``[n, E]`` float32 edge distances ``1 - cos`` clamped to [0, 2], from normalised frames."""
+    return (1.0 - edges.cosines(grid)).clamp(0.0, 2.0)
+
+
+def _cluster_means(rows: torch.Tensor, cluster: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Float32 mean of ``rows`` (float32 ``[N, D]``) per cluster id (``[N]`` in ``0..clusters-1``);
+    members are summed in row order. The one formula for features and for any aligned tensor."""
+    sums = torch.zeros(clusters, rows.shape[1], dtype=torch.float32, device=rows.device)
+    sums.index_add_(0, cluster, rows)
+    sizes = torch.bincount(cluster, minlength=clusters)
+    return sums / sizes.unsqueeze(1).float()
+
+
+def _consolidate(features: torch.Tensor, keep: torch.Tensor, distances: torch.Tensor, edges: EdgeLayout, cells: int):
+    """SDC on ``n`` frames at once.
+
+    ``features``: ``[n*cells, D]`` those frames' rows (any dtype; merged means keep their gradient);
+    ``keep``: bool ``[n, cells]`` (what TAS kept); ``distances``: float32 ``[n, E]``. Returns
+    ``(keep, merged_into, clusters)``: the new keep ``[n, cells]``, ``merged_into`` ``[n, cells]``
+    (anchor cell of each member, -1 elsewhere) and ``None`` when nothing merged, else
+    ``(members, member_cluster, anchors, means)`` with rows counted from the first frame.
+    """
+    frames = keep.shape[0]
+    nodes = frames * cells
+    merged_into = torch.full((frames, cells), -1, dtype=torch.long, device=keep.device)
+    valid = keep[:, edges.u] & keep[:, edges.v]
+    theta, has_theta = otsu_threshold(distances, valid, fallback_to_median=False)
+    joined = valid & (distances <= theta.unsqueeze(1)) & has_theta.unsqueeze(1)
+    if not bool(joined.any()):  # the one decision that needs the host
+        return keep, merged_into, None
+    frame, edge = joined.nonzero(as_tuple=True)
+    offset = frame * cells
+    labels = _connected_components(nodes, edges.u[edge] + offset, edges.v[edge] + offset)
+    size = torch.bincount(labels, minlength=nodes)
+    members = (keep.reshape(-1) & (size[labels] >= 2)).nonzero().squeeze(1)  # cells in clusters of >= 2
+    # clusters renumbered 0..C-1 so that per-cluster buffers are [C, D], not [n*cells, D]
+    cluster_ids, member_cluster = torch.unique(labels.index_select(0, members), return_inverse=True)
+    clusters = cluster_ids.numel()
+    member_x = features.index_select(0, members).float()
+    means = _cluster_means(member_x, member_cluster, clusters)
+    sq_dist = (member_x - means.index_select(0, member_cluster)).detach().square().sum(-1)
+    best = torch.full((clusters,), float("inf"), device=sq_dist.device)
+    best.scatter_reduce_(0, member_cluster, sq_dist, reduce="amin")
+    # ties: the lowest cell index among the closest members
+    candidates = torch.where(sq_dist == best[member_cluster], members, torch.full_like(members, nodes))
+    anchors = torch.full((clusters,), nodes, dtype=torch.long, device=members.device)
+    anchors.scatter_reduce_(0, member_cluster, candidates, reduce="amin")
+    member_anchor = anchors.index_select(0, member_cluster)
+    merged_into.view(-1).index_copy_(0, members, member_anchor % cells)
+    keep = keep.clone()
+    keep.view(-1)[members[member_anchor != members]] = False
+    return keep, merged_into, (members, member_cluster, anchors, means)
 
 
 def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -336,18 +405,24 @@ def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> t
         labels = updated
 
 
+_CHUNK_BYTES = 64 * 2**20  # float32 normalised frames held at once by compress
+
+
 def compress(
     features: torch.Tensor,
     grid_thw: tuple[int, int, int],
     config: FluxMemConfig | None = None,
     *,
     temporal_patch_size: int = 2,
+    chunk_frames: int | None = None,
 ) -> CompressResult:
-    """Run FluxMem over one whole video.
+    """Run FluxMem over one whole video, all frames at once.
 
     ``features``: ``[T*H*W, D]`` visual tokens in temporal raster order; ``grid_thw``: the merged
     token grid (Qwen's ``video_grid_thw`` with H and W divided by the spatial merge size). The
-    input is never modified.
+    input is never modified nor copied; decisions equal :class:`FluxMemory`'s pushed step by step.
+    ``chunk_frames``: frames normalised at once for the similarity pass (default: what fits in
+    64 MiB of float32); it bounds the working memory and never changes a result.
     """
     if isinstance(grid_thw, torch.Tensor):
         grid_thw = tuple(int(g) for g in grid_thw.tolist())
@@ -358,18 +433,172 @@ def compress(
         raise InputError(
             f"features must be [T*H*W, D] = [{t * h * w}, D] for grid_thw={grid_thw}, got {tuple(features.shape)}."
         )
-    memory = FluxMemory(config, (h, w), temporal_patch_size=temporal_patch_size)
-    cells = h * w
-    for step in range(t):
-        memory.push(features[step * cells : (step + 1) * cells])
-    keep = memory.keep_mask()
-    merged = features
-    for index, frame in enumerate(memory._frames):
-        anchors = frame.record.anchors
-        if anchors is not None and bool(anchors.any()):
-            if merged is features:
-                merged = features.clone()
-            cells_kept, kept_feats = memory.kept(index)
-            rows = cells_kept + index * cells
-            merged.index_copy_(0, rows, kept_feats)
-    return CompressResult(keep=keep, features=merged, frames=memory.frames, grid_thw=(t, h, w))
+    config = config or FluxMemConfig()
+    short, mid = config.grid_steps(temporal_patch_size)
+    cells, dim, device = h * w, features.shape[1], features.device
+    n_mid = max(0, t - short)  # frames that left short-term (TAS ran on them)
+    n_long = max(0, n_mid - mid)  # frames that left mid-term (SDC ran on them)
+    edges = EdgeLayout(h, w, device=device)
+    if chunk_frames is None:
+        chunk_frames = max(1, _CHUNK_BYTES // max(1, cells * dim * 4))
+    if chunk_frames < 1:
+        raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}.")
+
+    # one pass over the video: adjacent-pair similarities and long-term edge distances
+    x = features.detach()  # decisions carry no gradient
+    sim_prev = torch.empty(t, cells, dtype=torch.float32, device=device)  # row 0 unused
+    sim_next = torch.empty(t, cells, dtype=torch.float32, device=device)  # row t-1 unused
+    distances = torch.empty(n_long, edges.count, dtype=torch.float32, device=device)
+    buffer = torch.empty(min(chunk_frames + 1, t) * cells, dim, dtype=torch.float32, device=device)
+    for first in range(0, t, chunk_frames):
+        last = min(t, first + chunk_frames)
+        lo = max(0, first - 1)  # the frame before the chunk, for the pair that crosses into it
+        grid = normalise(x[lo * cells : last * cells], (h, w), out=buffer)  # [last - lo, H, W, D]
+        if grid.shape[0] > 1:
+            before, after = adjacent_similarity(grid[1:], grid[:-1])
+            sim_prev[lo + 1 : last] = before.reshape(-1, cells)
+            sim_next[lo : last - 1] = after.reshape(-1, cells)
+        if first < n_long:
+            upto = min(last, n_long)
+            distances[first:upto] = _edge_distances(grid[first - lo : upto - lo], edges)
+        del grid
+    del buffer
+
+    # d_prev, its Otsu threshold and the scene-change signal, every frame but the first at once
+    d_prev = 1.0 - sim_prev[1:]
+    defined = d_prev >= 0  # a hair below zero is rounding of identical tokens: undefined
+    theta_prev, has_prev = otsu_threshold(d_prev, defined, fallback_to_median=True)
+    above = defined & (d_prev >= theta_prev.unsqueeze(1)) & has_prev.unsqueeze(1)
+    change_fraction = above.float().mean(-1)
+
+    # TAS over every frame that left short-term
+    keep_mid = torch.ones(n_mid, cells, dtype=torch.bool, device=device)
+    if n_mid:
+        near = sim_next[:n_mid]
+        d_next = 1.0 - near
+        fixed = config.pair_sim_threshold
+        if fixed is None:
+            theta_next, _ = otsu_threshold(d_next, fallback_to_median=True)
+            keep_mid = d_next >= theta_next.unsqueeze(1)
+        else:
+            fixed = min(max(1.0 - float(fixed), 0.0), 2.0)
+            keep_mid = d_next >= d_next.new_tensor(fixed)
+        if n_mid > 1:  # frame 0 has no d_prev
+            dp, df = d_prev[: n_mid - 1], defined[: n_mid - 1]
+            if fixed is None:
+                th, ok = theta_prev[: n_mid - 1], has_prev[: n_mid - 1]
+            else:
+                th, ok = dp.new_tensor(fixed).expand(n_mid - 1), df.any(-1)
+            keep_mid[1:] |= df & (dp >= th.unsqueeze(1)) & ok.unsqueeze(1)
+        if config.direct_drop_sim is not None:
+            keep_mid &= ~(near > config.direct_drop_sim)
+
+    # SDC over every frame that left mid-term, all together
+    keep_long = keep_mid[:n_long]
+    merged_into = torch.full((n_long, cells), -1, dtype=torch.long, device=device)
+    clusters = None
+    if n_long:
+        keep_long, merged_into, clusters = _consolidate(
+            features[: n_long * cells], keep_mid[:n_long], distances, edges, cells
+        )
+
+    keep = torch.ones(t, cells, dtype=torch.bool, device=device)
+    keep[:n_mid] = keep_mid
+    keep[:n_long] = keep_long
+    dropped = ~keep_mid
+    frames = []
+    for i in range(t):
+        record = FrameRecord(index=i, change_fraction=change_fraction[i - 1] if i else None)
+        if i < n_mid:
+            record.tier, record.keep, record.tas_dropped = MID, keep_mid[i], dropped[i]
+        if i < n_long:
+            record.tier, record.keep, record.merged_into = LONG, keep_long[i], merged_into[i]
+        frames.append(record)
+    if clusters is None:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        members, member_cluster, anchors = empty, empty, empty
+        means = features.new_zeros(0, dim)
+    else:
+        members, member_cluster, anchors, means = clusters
+        means = means.to(features.dtype)
+    return CompressResult(
+        keep=keep.reshape(-1),
+        frames=frames,
+        grid_thw=(t, h, w),
+        source=features,
+        anchor_index=anchors,
+        anchor_means=means,
+        member_index=members,
+        member_cluster=member_cluster,
+    )
+
+
+def _clusters_of(result) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(members, member_cluster, anchors)`` of a :class:`CompressResult`, or of any object with
+    ``grid_thw`` and per-frame ``frames[i].merged_into`` (e.g. one streamed frame's record)."""
+    if isinstance(result, CompressResult):
+        return result.member_index, result.member_cluster, result.anchor_index
+    cells = result.grid_thw[1] * result.grid_thw[2]
+    members, anchor_rows = [], []
+    for index, record in enumerate(result.frames):
+        merged_into = record.merged_into
+        if merged_into is None:
+            continue
+        cells_in = (merged_into >= 0).nonzero().squeeze(1)
+        members.append(cells_in + index * cells)
+        anchor_rows.append(merged_into.index_select(0, cells_in) + index * cells)
+    if not members:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty
+    members, anchor_rows = torch.cat(members), torch.cat(anchor_rows)
+    anchors, member_cluster = torch.unique(anchor_rows, return_inverse=True)
+    return members, member_cluster, anchors
+
+
+def _means_of(result, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(anchors, means)``: anchor rows and, in ``values``' dtype, the cluster means of ``values``."""
+    t, h, w = result.grid_thw
+    if values.ndim != 2 or values.shape[0] != t * h * w:
+        raise InputError(
+            f"values must be [T*H*W, D'] = [{t * h * w}, D'] for grid {tuple(result.grid_thw)}, "
+            f"got shape {tuple(values.shape)}; pass the rows of this video only."
+        )
+    if isinstance(result, CompressResult) and values is result.source:
+        return result.anchor_index, result.anchor_means
+    members, member_cluster, anchors = _clusters_of(result)
+    members, member_cluster, anchors = (i.to(values.device) for i in (members, member_cluster, anchors))
+    if anchors.numel() == 0:
+        return anchors, values.new_zeros(0, values.shape[1])
+    means = _cluster_means(values.index_select(0, members).float(), member_cluster, anchors.numel())
+    return anchors, means.to(values.dtype)
+
+
+def merge_kept(result, values: torch.Tensor) -> torch.Tensor:
+    """The rows of ``values`` that ``result`` keeps, each long-term anchor carrying the mean of
+    ``values`` over its SDC cluster: ``[K, D']`` in ``values``' dtype, kept rows in order.
+
+    ``values``: ``[T*H*W, D']``, one row per token of the video ``result`` describes (its video
+    features, input embeddings, a deepstack level...). Selects first, then writes the means (taken
+    in float32 and cast back, as the memory does for the features): no full-size copy. For the
+    video features themselves this equals ``result.features[result.keep]``. Never modifies
+    ``values``.
+    """
+    anchors, means = _means_of(result, values)
+    keep = result.keep.to(values.device)
+    kept_index = result.kept_index if isinstance(result, CompressResult) else keep.nonzero().squeeze(1)
+    kept = values.index_select(0, kept_index.to(values.device))
+    if anchors.numel():
+        kept[torch.searchsorted(kept_index.to(values.device), anchors)] = means
+    return kept
+
+
+def merge_full(result, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (``[T*H*W, D']``) with every long-term anchor replaced by the mean of ``values``
+    over its cluster, every row kept: a full-size copy when anything merged (``values`` itself
+    otherwise). Prefer :func:`merge_kept` on the prefill path."""
+    anchors, means = _means_of(result, values)
+    if anchors.numel() == 0:
+        return values
+    merged = values.clone()
+    merged[anchors] = means
+    return merged

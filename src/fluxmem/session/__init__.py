@@ -1,14 +1,7 @@
 """The streaming engine: ingest frames once, answer at any moment, exactly (``docs/streaming.md``)."""
 
-from . import families as _families  # noqa: F401  (registers the non-Qwen2.5 StreamOps)
-from .model_ops import (
-    Block,
-    StreamOps,
-    VideoLayout,
-    register_stream_ops,
-    stream_ops_for,
-)
-from .session import StreamAnswer, StreamEvent, StreamSession
+from ..adapters.streaming import Block, StreamOps, VideoLayout
+from .session import StreamAnswer, StreamEvent, StreamSession, stream_ops_for
 
 __all__ = [
     "Block",
@@ -17,6 +10,5 @@ __all__ = [
     "StreamOps",
     "StreamSession",
     "VideoLayout",
-    "register_stream_ops",
     "stream_ops_for",
 ]

@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..adapters import hf
+from ..adapters.streaming import Block, StreamOps, VideoLayout
 from ..errors import ConfigError, InputError
+from ..inputs import chat_messages, render
 from ..memory import FluxMemConfig, FluxMemory
-from .model_ops import Block, StreamOps, VideoLayout, stream_ops_for
+
+
+def stream_ops_for(model, processor, **options) -> StreamOps:
+    """The streaming strategy of ``model``'s family (one registry: ``adapters/registry.py``)."""
+    from ..adapters import registry, unwrap
+
+    return registry.adapter_for(unwrap(model)).stream_ops(processor, **options)
+
 
 _GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
 _TIERS = ("short", "mid", "long")
@@ -134,6 +144,7 @@ class StreamSession:
         base = config or (state.config if state is not None else FluxMemConfig())
         self.config = base.replace(**memory_options) if memory_options else base
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        hf.check_model(self.ops.model, "the streaming session")
         self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
         self.model = self.ops.model
         self.processor = processor
@@ -292,8 +303,13 @@ class StreamSession:
         if update.entered_mid is not None:
             self._entered_mid = update.entered_mid + 1
             self._kept_counts[update.entered_mid] = int(self._memory.kept(update.entered_mid)[0].numel())
-        if update.entered_long is not None:
-            self._kept_counts[update.entered_long] = int(self._memory.kept(update.entered_long)[0].numel())
+        if update.entered_long is not None:  # final from now on: keep only its kept cells' extras
+            final = update.entered_long
+            cells = self._memory.kept(final)[0]
+            self._kept_counts[final] = int(cells.numel())
+            self._step_extras[final] = self.ops.final_extras(
+                self._memory.grid_hw, cells, self._memory.frames[final], self._step_extras[final]
+            )
         self._step_times.append(step_time)
         if self.keep_frames:
             self._frames.extend(frames.unbind(0))
@@ -342,7 +358,7 @@ class StreamSession:
     # ================================================================== cache
     def _ensure_layout(self) -> None:
         if self._layout is None:
-            parts = self.ops.prompt_ids(self._messages("?", [], with_video=True))
+            parts = self.ops.prompt_ids(self._render("?", [], with_video=True))
             self._head = parts.head
             self._layout = self.ops.layout(len(parts.head), self._memory.grid_hw, self.fps)
 
@@ -375,11 +391,6 @@ class StreamSession:
         return self.ops.step_block(
             self._layout, index, cells, features, record=self._memory.frames[index], extras=self._step_extras[index]
         )
-
-    def _block(self, index: int):
-        """``(embeds, positions)`` of grid step ``index`` (see :meth:`_segment`)."""
-        block = self._segment(index)
-        return block.embeds, block.positions
 
     # ================================================================== ask
     def ask(self, question: str, *, max_new_tokens: int = 128, reuse_cache: bool | None = None, **generate_options) -> StreamAnswer:
@@ -435,11 +446,6 @@ class StreamSession:
             prefilled_tokens=block.embeds.shape[0],
         )
 
-    def _prefill_inputs(self, question: str, use_cache: bool):
-        """``(cache, embeds [L, D], positions [3, L], next_position)``: :meth:`_prefill_block` unpacked."""
-        cache, block, next_position = self._prefill_block(question, use_cache)
-        return cache, block.embeds, block.positions, next_position
-
     def _prefill_block(self, question: str, use_cache: bool):
         """``(cache, block, next_position)`` for a question now (``block``: the rows to prefill, a
         :class:`Block`): with ``use_cache`` the session's cache and only the non-final frames + the
@@ -447,10 +453,10 @@ class StreamSession:
         history = self._history if self.history_enabled else []
         steps = self.num_steps
         if steps == 0:
-            ids = self.ops.encode_text(self.ops.render(self._messages(question, history, with_video=False)))
+            ids = self.ops.encode_text(self._render(question, history, with_video=False))
             return self.ops.new_cache(), Block(self.ops.embed(ids), self.ops.text_positions(0, len(ids))), len(ids)
         self._ensure_layout()
-        parts = self.ops.prompt_ids(self._messages(question, history, with_video=True))
+        parts = self.ops.prompt_ids(self._render(question, history, with_video=True))
         if parts.head != self._head:
             raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")
         layout = self._layout
@@ -485,16 +491,12 @@ class StreamSession:
     # ================================================================== prompt
     def _messages(self, question: str, history: list[tuple[str, str]], *, with_video: bool) -> list[dict]:
         """The conversation as chat messages: the video at the head of the first user turn."""
-        messages = [] if self.system is None else [{"role": "system", "content": self.system}]
-        turns = list(history) + [(question, None)]
-        for i, (asked, answered) in enumerate(turns):
-            content = [{"type": "text", "text": asked}]
-            if i == 0 and with_video:
-                content.insert(0, {"type": "video", "video": "stream"})
-            messages.append({"role": "user", "content": content})
-            if answered is not None:
-                messages.append({"role": "assistant", "content": answered})
-        return messages
+        media = [{"type": "video", "video": "stream"}] if with_video else []
+        return chat_messages(question, media, system=self.system, history=list(history))
+
+    def _render(self, question: str, history: list[tuple[str, str]], *, with_video: bool) -> str:
+        """The prompt text of the conversation (the processor's chat template)."""
+        return render(self.processor, self._messages(question, history, with_video=with_video))
 
     def offline_inputs(self, question: str):
         """Processor inputs of the OFFLINE equivalent of ``ask(question)`` now: the same prompt
@@ -507,7 +509,7 @@ class StreamSession:
             raise ConfigError("offline_inputs needs the sampled frames: create the session with keep_frames=True.")
         history = self._history if self.history_enabled else []
         with_video = self.num_steps > 0
-        text = self.ops.render(self._messages(question, history, with_video=with_video))
+        text = self._render(question, history, with_video=with_video)
         frames = torch.stack(self._frames) if with_video else None
         return self.ops.offline_inputs(text, frames, self.fps)
 
@@ -537,6 +539,15 @@ class StreamSession:
             "evicted_frames": self._evicted,
         }
 
+    def _extras_bytes(self) -> int:
+        """Bytes of per-token extras held (deepstack rows: every cell of non-final frames, the kept
+        cells of final frames, nothing for evicted ones)."""
+        total = 0
+        for extras in self._step_extras:
+            levels = getattr(extras, "levels", extras) or []
+            total += sum(level.numel() * level.element_size() for level in levels)
+        return total
+
     def stats(self) -> dict:
         """Tokens per tier, retained fraction, cache size, frames seen and time spent per stage."""
         memory = self._memory_summary()
@@ -554,6 +565,7 @@ class StreamSession:
                 "frames": len(self._cached_spans),
                 "peak_tokens": self._peak_cache_tokens,
             },
+            "extras_bytes": self._extras_bytes(),
             "questions": self._questions,
             "timings_ms": {k: round(v, 3) for k, v in self._timings.items()},
         }

@@ -8,25 +8,41 @@
 * :func:`load_trained` - a trained output (full or LoRA) with its saved FluxMem settings.
 """
 
-from .config import DEFAULT_LORA_TARGETS, DatasetSpec, TrainConfig, parse_overrides
-from .data import (
-    IGNORE_INDEX,
-    Record,
-    SupervisedCollator,
-    SupervisedDataset,
-    assistant_labels,
-    mix,
-    read_records,
-)
-from .run import (
-    TrainResult,
-    load_for_training,
-    load_trained,
-    merge_adapters,
-    prepare_parameters,
-    train,
-)
-from .trainer import FluxMemTrainer, component_of, param_groups
+from __future__ import annotations
+
+import importlib
+
+# name -> submodule; loaded on first use so that `fluxmem train --help` (and anything importing
+# the settings alone) does not import transformers' Trainer, peft or datasets.
+_LAZY = {
+    "DEFAULT_LORA_TARGETS": ".config",
+    "DatasetSpec": ".config",
+    "TrainConfig": ".config",
+    "parse_overrides": ".config",
+    "IGNORE_INDEX": ".data",
+    "Record": ".data",
+    "SupervisedCollator": ".data",
+    "SupervisedDataset": ".data",
+    "assistant_labels": ".data",
+    "mix": ".data",
+    "read_records": ".data",
+    "TrainResult": ".run",
+    "load_for_training": ".run",
+    "load_trained": ".run",
+    "merge_adapters": ".run",
+    "prepare_parameters": ".run",
+    "train": ".run",
+    "FluxMemTrainer": ".trainer",
+    "component_of": ".trainer",
+    "param_groups": ".trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",

@@ -13,12 +13,14 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..errors import ConfigError
-from ..memory import FluxMemConfig
+
+if TYPE_CHECKING:
+    from ..memory import FluxMemConfig
 
 # LLM linear layers only: the vision tower's MLP uses the same projection names.
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -181,12 +183,25 @@ class TrainConfig:
         if not self.datasets:
             raise ConfigError("no training data: set 'datasets' to one or more annotation files (JSON or JSON lines).")
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
-            raise ConfigError(f"data_root {self.data_root!r} does not exist or is not a folder; point it at the folder the media paths are relative to.")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise ConfigError(f"deepspeed config {self.deepspeed!r} does not exist; see configs/deepspeed/.")
+            problem = "is a file" if Path(self.data_root).expanduser().exists() else "does not exist"
+            raise ConfigError(f"data_root {self.data_root!r} {problem}; point it at the folder the media paths are relative to.")
+        if self.deepspeed is not None:
+            if Path(self.deepspeed).is_dir():
+                raise ConfigError(f"deepspeed config {self.deepspeed!r} is a directory; pass a JSON file such as configs/deepspeed/zero2.json.")
+            if not Path(self.deepspeed).is_file():
+                raise ConfigError(f"deepspeed config {self.deepspeed!r} does not exist; see configs/deepspeed/.")
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ConfigError(
+                    "deepspeed is set but the deepspeed package is not installed: pip install deepspeed (it builds "
+                    "against your CUDA torch; multi-GPU only), or drop deepspeed to train without it."
+                )
 
     # ------------------------------------------------------------------ views
     def memory_config(self) -> FluxMemConfig:
+        from ..memory import FluxMemConfig  # torch: loaded only when training starts
+
         return FluxMemConfig(
             short_frames=self.short_frames,
             medium_frames=self.medium_frames,
@@ -220,6 +235,8 @@ class TrainConfig:
         data: dict = {}
         if path is not None:
             path = Path(path)
+            if path.is_dir():
+                raise ConfigError(f"config file {str(path)!r} is a directory; pass a YAML file, e.g. configs/train/smoke.yaml.")
             if not path.is_file():
                 raise ConfigError(f"config file {str(path)!r} does not exist; see configs/train/ for examples.")
             try:

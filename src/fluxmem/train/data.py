@@ -146,6 +146,11 @@ def _parse_record(item: Any, source: str, index: int, root: Path) -> Record:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise InputError(f"{where}: {key} must be a time in seconds >= 0, got {value!r}.")
         times[key] = None if value is None else float(value)
+    if times["start_time"] is not None and times["end_time"] is not None and times["start_time"] >= times["end_time"]:
+        raise InputError(
+            f"{where}: start_time {times['start_time']:g} s is not before end_time {times['end_time']:g} s; "
+            "swap them, or drop one to use the video from its start or to its end."
+        )
     return Record(source, index, videos, images, turns, times["start_time"], times["end_time"])
 
 

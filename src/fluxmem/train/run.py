@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def load_for_training(config: TrainConfig):
     or LoRA-wrapped as the config says."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..adapters import attach
+    from ..adapters import install
     from ..loading import supported_config
 
     supported_config(config.model)  # a clear error before any weight loads
@@ -52,7 +54,7 @@ def load_for_training(config: TrainConfig):
     processor = AutoProcessor.from_pretrained(config.model)
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    attach(model, config.memory_config(), active=config.use_fluxmem)
+    install(model, config.memory_config(), default_active=config.use_fluxmem)
     model.config.fluxmem = config.fluxmem_record()
     model.config.use_cache = False
     model = prepare_parameters(model, config)
@@ -84,7 +86,8 @@ def prepare_parameters(model, config: TrainConfig):
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, lora)
+        with peft_quiet():
+            return get_peft_model(model, lora)
     except ValueError as error:
         raise ConfigError(f"lora_target_modules {config.lora_target_modules!r} matches no layer of this model: {error}") from None
 
@@ -196,7 +199,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
     """``(model, processor)`` from a ``fluxmem train`` output: a full model directory, or LoRA
     adapters (their base model is loaded from ``adapter_config.json``), with the saved FluxMem
     settings as the switch's defaults."""
-    from ..adapters import attach
+    from ..adapters import install
     from ..loading import load_model
     from ..memory import FluxMemConfig
 
@@ -207,7 +210,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
         model, processor = load_model(path, device=device, dtype=dtype, use_fluxmem=True)
         saved = getattr(model.config, "fluxmem", None) or {}
         active = saved.get("use_fluxmem", True) if use_fluxmem is None else use_fluxmem
-        attach(model, FluxMemConfig.from_dict(saved), active=active)
+        install(model, FluxMemConfig.from_dict(saved), default_active=active)
         return model, processor
     from peft import PeftModel
 
@@ -216,15 +219,24 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
     if not base:
         raise ConfigError(f"{adapter_config} names no base model; load the base and apply the adapters with peft.")
     model, processor = load_model(base, device=device, dtype=dtype, fluxmem=FluxMemConfig.from_dict(saved))
-    model = PeftModel.from_pretrained(model, str(path))
+    with peft_quiet():
+        model = PeftModel.from_pretrained(model, str(path))
     model.eval()
     active = saved.get("use_fluxmem", True) if use_fluxmem is None else use_fluxmem
-    attach(model, FluxMemConfig.from_dict(saved), active=active)
+    install(model, FluxMemConfig.from_dict(saved), default_active=active)
     if (path / "preprocessor_config.json").is_file() or (path / "processor_config.json").is_file():
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(str(path))
     return model, processor
+
+
+@contextlib.contextmanager
+def peft_quiet():
+    """peft (not fluxmem) still reads transformers' old ``is_gradient_checkpointing`` name."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def _weights_dtype(config: TrainConfig):

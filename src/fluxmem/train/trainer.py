@@ -130,15 +130,15 @@ class FluxMemTrainer(Trainer):
 def _saved_names(model) -> dict[str, str] | None:
     """In-memory parameter name -> name in a saved checkpoint, when saving only renames tensors
     (None when it transforms some, or the installed transformers has no conversion API)."""
-    try:
-        from transformers.core_model_loading import revert_weight_conversion
-    except ImportError:
-        return None
+    from ..adapters import hf
+
     current = model.state_dict()
     by_id = {id(tensor): name for name, tensor in current.items()}
     try:
-        saved = revert_weight_conversion(model, dict(current))
+        saved = hf.saved_state_dict(model, dict(current))
     except Exception:  # noqa: BLE001 - unexpected conversion kinds: fall back to the stock resume
+        return None
+    if saved is None:
         return None
     names = {}
     for key, tensor in saved.items():

@@ -103,6 +103,12 @@ def open_container(path, *, options: dict | None = None, format: str | None = No
             src, mode="r", format=format, options=options or {}, timeout=_OPEN_TIMEOUT_S if url else None
         )
     except Exception as exc:  # PyAV raises many FFmpegError/OSError subclasses; all mean "unreadable"
+        kind = None if url or format is not None else _container_kind(src)
+        if kind is not None and hint is None:
+            raise VideoError(
+                f"{src} is an {kind} file that cannot be read ({getattr(exc, 'strerror', None) or _reason(exc)}): it is probably truncated or "
+                "incomplete (an interrupted download or recording loses the index). Re-download or re-record it."
+            ) from exc
         raise VideoError(
             f"Cannot open {src} as a video ({exc.__class__.__name__}: {_reason(exc)}). "
             + (
@@ -117,15 +123,28 @@ def open_container(path, *, options: dict | None = None, format: str | None = No
     return container, src
 
 
+def _container_kind(src: str) -> str | None:
+    """The video container a file's first bytes announce (MP4/MOV, Matroska/WebM, AVI), if any."""
+    try:
+        with open(src, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return None
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return "MP4/MOV"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "MKV/WebM"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    return None
+
+
 def video_stream(container, src: str):
     """The first video stream, after rejecting images and files without video. Sets fast decoding."""
     fmt = container.format.name
     if _is_image_format(fmt):
         container.close()
-        raise VideoError(
-            f"{src} is not a video (FFmpeg reads it as '{fmt}', an image or text file). Pass images as "
-            "{'type': 'image', 'image': ...} and videos as video files."
-        )
+        raise VideoError(f"{src} is not a video (FFmpeg reads it as '{fmt}', a still image or text file); pass a video file.")
     if not container.streams.video:
         container.close()
         raise VideoError(

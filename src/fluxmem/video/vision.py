@@ -275,19 +275,9 @@ def _processor_video_kwargs(clips: list[VideoClip]) -> dict:
         "do_resize": False,
         "video_metadata": [clip.processor_metadata() for clip in clips],
     }
-    if _accepts_cap_pixels():
-        kwargs["cap_pixels_per_frame"] = False  # frames are already capped; silences a misleading warning
+    # Frames are already capped (every transformers the package admits knows this option).
+    kwargs["cap_pixels_per_frame"] = False
     return {"videos_kwargs": kwargs}
-
-
-def _accepts_cap_pixels() -> bool:
-    """Whether the installed transformers' Qwen2-VL video processor has `cap_pixels_per_frame`."""
-    try:
-        from transformers.models.qwen2_vl import video_processing_qwen2_vl as vp
-    except ImportError:  # pragma: no cover - transformers missing or reorganised
-        return False
-    kwargs_cls = getattr(vp, "Qwen2VLVideoProcessorInitKwargs", None)
-    return kwargs_cls is not None and "cap_pixels_per_frame" in getattr(kwargs_cls, "__annotations__", {})
 
 
 def extract_vision_info(conversations) -> list[dict]:
@@ -321,7 +311,7 @@ def process_vision_info(conversations, return_video_kwargs: bool = False, image_
     `(images, videos, video_kwargs)`. Images are PIL images; videos are float32 [T, 3, H, W]
     tensors with T even. `video_kwargs` is `{}` without videos, else
     `{"videos_kwargs": {"do_sample_frames": False, "do_resize": False, "video_metadata": [...]}}`
-    (plus `cap_pixels_per_frame=False` where transformers knows it; see the module docstring).
+    (plus `cap_pixels_per_frame=False`; see the module docstring).
     Use `fetch_video` to get the sampled indices, timestamps and true fps as well.
     """
     images, clips = [], []

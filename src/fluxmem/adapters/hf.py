@@ -1,0 +1,414 @@
+"""The one seam between fluxmem and transformers.
+
+Every detail fluxmem relies on that transformers could change lives here and nowhere else: the
+keyword under which a forward takes its key/value cache, the text model's forward, the rope index,
+where rope deltas are kept, the layout of positions, the vision encoder's outputs (deepstack
+levels included), placeholder placement, and cache growth, cropping, dropping, snapshots and sizes
+through the ``Cache`` and cache-layer API. :func:`check_model` verifies these assumptions on a
+model when fluxmem is switched on and raises one :class:`~fluxmem.errors.UnsupportedTransformersError`
+naming every mismatch.
+
+The tested range is :data:`TESTED_RANGE` (the range ``pyproject.toml`` admits).
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+
+import torch
+import transformers
+from packaging.version import Version
+
+from ..errors import UnsupportedTransformersError
+
+TESTED_MIN = "5.19"
+TESTED_BELOW = "6"
+TESTED_RANGE = f">={TESTED_MIN},<{TESTED_BELOW}"
+"""The transformers versions fluxmem is tested against (CI runs both ends)."""
+
+CACHE_NAMES = ("cache", "past_key_values")
+"""The names a forward has taken its key/value cache under (newest first)."""
+
+DEEPSTACK_ARGUMENTS = ("visual_pos_masks", "deepstack_visual_embeds")
+
+
+def installed_version() -> str:
+    return transformers.__version__
+
+
+def version_in_range(version: str | None = None) -> bool:
+    installed = Version(Version(version or installed_version()).base_version)
+    return Version(TESTED_MIN) <= installed < Version(TESTED_BELOW)
+
+
+def unsupported(problems: list[str], what: str = "fluxmem") -> UnsupportedTransformersError:
+    """One error naming the installed version, the tested range and every mismatch."""
+    listed = "; ".join(problems)
+    return UnsupportedTransformersError(
+        f"{what} does not work with the installed transformers {installed_version()} (tested: transformers"
+        f"{TESTED_RANGE}): {listed}. Install a tested version: pip install 'transformers{TESTED_RANGE}'."
+    )
+
+
+# ---------------------------------------------------------------------------------- signatures
+@cache
+def _parameters(function) -> tuple[str, ...]:
+    return tuple(inspect.signature(function).parameters)
+
+
+def forward_parameters(module) -> tuple[str, ...]:
+    """Names of ``module.forward``'s parameters (``self`` excluded), as the class declares them."""
+    return tuple(name for name in _parameters(type(module).forward) if name != "self")
+
+
+def cache_argument(module) -> str | None:
+    """The keyword ``module.forward`` takes its key/value cache under (``cache`` from transformers
+    5.24, ``past_key_values`` before), read once per class from the forward's signature."""
+    params = forward_parameters(module)
+    for name in CACHE_NAMES:
+        if name in params:
+            return name
+    return None
+
+
+def core(model):
+    """The multimodal base model (vision tower + language model) of a ``...ForConditionalGeneration``."""
+    return model.model
+
+
+def text_model(model):
+    return core(model).language_model
+
+
+# ---------------------------------------------------------------------------------- encoder
+def encode(model, kind: str, pixels: torch.Tensor, grid_thw: torch.Tensor):
+    """The stock encoder output for images (``kind="image"``) or videos: ``pooler_output`` a tuple of
+    per-input ``[n, D]`` tensors, plus the family's per-token fields (Qwen3-VL: deepstack levels)."""
+    getter = core(model).get_image_features if kind == "image" else core(model).get_video_features
+    return getter(pixels, grid_thw, return_dict=True)
+
+
+def pooled(output) -> torch.Tensor:
+    """Every visual token of an encoder output, ``[N, D]`` in input order."""
+    return torch.cat(tuple(output.pooler_output))
+
+
+def has_deepstack(model) -> bool:
+    return bool(getattr(model.config.vision_config, "deepstack_visual_indexes", None))
+
+
+def deepstack(output) -> list[torch.Tensor] | None:
+    """Per deepstack level, ``[N, D]`` features of every visual token of an encoder output (rows as
+    :func:`pooled`); ``None`` when the output has none."""
+    if output is None or "deepstack_features" not in output:
+        return None
+    levels = output["deepstack_features"]
+    if not levels:
+        return None
+    return [torch.cat(tuple(level)) if isinstance(level, (list, tuple)) else level for level in levels]
+
+
+def encoder_output(like, tokens: torch.Tensor, levels: list[torch.Tensor] | None = None):
+    """An encoder output of ``like``'s class holding ``tokens`` (one input) and ``levels``."""
+    fields = {"pooler_output": (tokens,)}
+    if levels is not None:
+        fields["deepstack_features"] = [(level,) for level in levels]
+    return type(like)(**fields)
+
+
+def join_encoder_outputs(per_video: list[list]):
+    """One encoder output from per-video lists of chunk outputs (every per-level field joined)."""
+    first = per_video[0][0]
+    fields = {"pooler_output": tuple(torch.cat([pooled(part) for part in parts]) for parts in per_video)}
+    if deepstack(first) is not None:
+        count = len(deepstack(first))
+        fields["deepstack_features"] = [
+            tuple(torch.cat([deepstack(part)[level] for part in parts]) for parts in per_video) for level in range(count)
+        ]
+    return type(first)(**fields)
+
+
+# ---------------------------------------------------------------------------------- placement
+def embed_tokens(model, ids: torch.Tensor) -> torch.Tensor:
+    return model.get_input_embeddings()(ids)
+
+
+def place_features(model, input_ids: torch.Tensor, image: torch.Tensor | None, video: torch.Tensor | None):
+    """Text embeddings with image and video features placed by the model's own placeholder masks
+    and ``masked_scatter``; returns ``(embeds, video in embeds' dtype)``."""
+    base = core(model)
+    embeds = embed_tokens(model, input_ids)
+    if image is not None:
+        image = image.to(embeds.device, embeds.dtype)
+        image_mask, _ = base.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
+        embeds = embeds.masked_scatter(image_mask, image)
+    if video is not None:
+        video = video.to(embeds.device, embeds.dtype)
+        _, video_mask = base.get_placeholder_mask(input_ids, inputs_embeds=embeds, video_features=video)
+        embeds = embeds.masked_scatter(video_mask, video)
+    return embeds, video
+
+
+# ---------------------------------------------------------------------------------- positions
+def modality_types(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """0 text, 1 image, 2 video per token (the processor's ``mm_token_type_ids``)."""
+    types = torch.zeros_like(input_ids, dtype=torch.int32)
+    types[input_ids == model.config.image_token_id] = 1
+    types[input_ids == model.config.video_token_id] = 2
+    return types
+
+
+def rope_index(model, input_ids: torch.Tensor, *, mm_token_type_ids: torch.Tensor | None = None,
+               image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None, attention_mask=None):  # fmt: skip
+    """``(M-RoPE positions [3, B, L], rope deltas [B, 1])`` from the model's ``get_rope_index``."""
+    if mm_token_type_ids is None:
+        mm_token_type_ids = modality_types(model, input_ids)
+    options = {"image_grid_thw": image_grid_thw, "video_grid_thw": video_grid_thw, "attention_mask": attention_mask}
+    if second_per_grid_ts is not None and "second_per_grid_ts" in _parameters(type(core(model)).get_rope_index):
+        options["second_per_grid_ts"] = second_per_grid_ts
+    return core(model).get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, **options)
+
+
+def full_positions(text: torch.Tensor, mrope: torch.Tensor) -> torch.Tensor:
+    """The ``position_ids`` a Qwen-VL forward takes: a text row ``[B, L]`` on top of the three
+    M-RoPE rows ``[3, B, L]`` -> ``[4, B, L]``."""
+    return torch.cat([text.unsqueeze(0), mrope], dim=0)
+
+
+def mrope_rows(position_ids: torch.Tensor) -> torch.Tensor:
+    """The three M-RoPE rows of positions a forward received (``[3|4, B, L]``)."""
+    return position_ids[-3:]
+
+
+def set_rope_deltas(model, deltas: torch.Tensor) -> None:
+    """Store where text continues after the prompt, as the stock forward does after a prefill."""
+    core(model).rope_deltas = deltas
+
+
+# ---------------------------------------------------------------------------------- language model
+def text_forward(model, embeds: torch.Tensor, positions: torch.Tensor, cache, *,
+                 visual_mask: torch.Tensor | None = None, deepstack_levels: list[torch.Tensor] | None = None):  # fmt: skip
+    """Run the text model on ``embeds [B, L, D]`` at ``positions [3, B, L]`` on top of ``cache``
+    (extended in place); returns the last hidden states ``[B, L, D]``. ``visual_mask`` ``[B, L]``
+    and ``deepstack_levels`` go to decoders with deepstack inputs."""
+    language = text_model(model)
+    kwargs = {"inputs_embeds": embeds, "position_ids": positions, "use_cache": True, cache_argument(language): cache}
+    if deepstack_levels is not None and visual_mask is not None and bool(visual_mask.any()):
+        kwargs[DEEPSTACK_ARGUMENTS[0]] = visual_mask
+        kwargs[DEEPSTACK_ARGUMENTS[1]] = deepstack_levels
+    return language(**kwargs).last_hidden_state
+
+
+def logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    return model.get_output_embeddings()(hidden)
+
+
+# ---------------------------------------------------------------------------------- cache
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config.get_text_config())
+
+
+def has_recurrent_state(model) -> bool:
+    """Whether the text model has linear-attention (recurrent) layers, whose state cannot be cut
+    back to a shorter prefix (Qwen3.5)."""
+    layer_types = getattr(model.config.get_text_config(), "layer_types", None) or ()
+    return "linear_attention" in layer_types
+
+
+def _layers(cache):
+    return list(cache.layers)
+
+
+def _is_recurrent(layer) -> bool:
+    from transformers.cache_utils import LinearAttentionCacheLayerMixin
+
+    return isinstance(layer, LinearAttentionCacheLayerMixin)
+
+
+def _is_full_attention(layer) -> bool:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    return isinstance(layer, DynamicLayer) and not isinstance(layer, DynamicSlidingWindowLayer)
+
+
+def check_cache_layers(cache, *, recurrent_allowed: bool) -> None:
+    """Raise unless every layer of ``cache`` is a full-attention key/value layer (or, where
+    ``recurrent_allowed``, a linear-attention layer)."""
+    layers = getattr(cache, "layers", None)
+    bad = [type(layer).__name__ for layer in layers or () if not (_is_full_attention(layer) or (recurrent_allowed and _is_recurrent(layer)))]
+    if layers is None or bad:
+        raise unsupported([f"the cache holds layers fluxmem cannot cut ({', '.join(sorted(set(bad))) or type(cache).__name__})"],
+                          "the streaming session")  # fmt: skip
+
+
+def cache_length(cache) -> int:
+    return cache.get_seq_length() if cache is not None else 0
+
+
+def _layer_tensors(layer) -> list[torch.Tensor]:
+    tensors = []
+    if getattr(layer, "is_initialized", False) and getattr(layer, "keys", None) is not None:
+        tensors += [layer.keys, layer.values]
+    if _is_recurrent(layer):
+        for states in (layer.conv_states, layer.recurrent_states):
+            tensors += [t for t in states.values() if t is not None]
+    return tensors
+
+
+def cache_bytes(cache) -> int:
+    if cache is None:
+        return 0
+    return sum(t.numel() * t.element_size() for layer in _layers(cache) for t in _layer_tensors(layer))
+
+
+def crop(cache, length: int) -> None:
+    """Cut every key/value layer back to its first ``length`` tokens (``Cache.crop`` per layer)."""
+    for layer in _layers(cache):
+        if _is_full_attention(layer) and getattr(layer, "is_initialized", False):
+            extra = layer.get_seq_length() - length
+            if extra > 0:
+                layer.crop(-extra)
+
+
+def drop(cache, start: int, stop: int) -> None:
+    """Remove cached tokens ``start:stop`` from every key/value layer (oldest frames under a cap;
+    the cache API has no call for a middle range, so the layer's key/value tensors are re-sliced)."""
+    if stop <= start:
+        return
+    for layer in _layers(cache):
+        if getattr(layer, "is_initialized", False):
+            layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys[..., stop:, :]], dim=-2)
+            layer.values = torch.cat([layer.values[..., :start, :], layer.values[..., stop:, :]], dim=-2)
+
+
+def snapshot(cache):
+    """Something :func:`restore` brings ``cache`` back to: its length, and a copy of every
+    recurrent layer's conv / recurrent states."""
+    states = {}
+    for index, layer in enumerate(_layers(cache)):
+        if _is_recurrent(layer):
+            states[index] = tuple(
+                {k: (None if v is None else v.clone()) for k, v in getattr(layer, name).items()}
+                for name in ("conv_states", "recurrent_states")
+            ) + (dict(layer.is_conv_states_initialized), dict(layer.is_recurrent_states_initialized))
+    return cache_length(cache), states
+
+
+def restore(cache, saved) -> None:
+    """Bring ``cache`` (the same object) back to ``saved``; ``saved`` stays usable."""
+    length, states = saved
+    crop(cache, length)
+    for index, layer in enumerate(_layers(cache)):
+        if index in states:
+            conv, recurrent, conv_init, recurrent_init = states[index]
+            layer.conv_states = {k: (None if v is None else v.clone()) for k, v in conv.items()}
+            layer.recurrent_states = {k: (None if v is None else v.clone()) for k, v in recurrent.items()}
+            layer.is_conv_states_initialized = dict(conv_init)
+            layer.is_recurrent_states_initialized = dict(recurrent_init)
+
+
+# ---------------------------------------------------------------------------------- processor
+def step_seconds(step: int, fps: float, temporal_patch_size: int) -> float:
+    """The time Qwen3-VL's processor writes before grid step ``step`` of frames sampled at ``fps``
+    (frame ``i`` at ``i / fps`` s; a step's time is the mean of its first and last frame). The
+    session checks the text it builds against the processor's own on a probe."""
+    first = step * temporal_patch_size
+    last = first + temporal_patch_size - 1
+    return (first / float(fps) + last / float(fps)) / 2
+
+
+# ---------------------------------------------------------------------------------- checks
+def _probe(model, problems: list[str]) -> None:
+    """Two text tokens through the text model: positions accepted and the cache grows by two."""
+    language = text_model(model)
+    cache = new_cache(model)
+    device = next(model.parameters()).device
+    ids = torch.tensor([[0, 0]], device=device)
+    embeds = embed_tokens(model, ids)
+    mrope, _ = rope_index(model, ids)
+    if tuple(mrope.shape) != (3, 1, 2) or mrope[:, 0].tolist() != [[0, 1]] * 3:
+        problems.append(f"get_rope_index numbers two text tokens {mrope.tolist()} instead of [0, 1] on three rows")
+    with torch.no_grad():
+        text_forward(model, embeds, mrope, cache)
+    if cache_length(cache) != 2:
+        problems.append(f"a two-token prefill left {cache_length(cache)} tokens in the cache passed as {cache_argument(language)}=")
+
+
+def compatibility_problems(model, *, probe: bool = True) -> list[str]:
+    """Every assumption fluxmem makes about ``model`` and the installed transformers that fails."""
+    return _version_problems() + _model_problems(model, probe)
+
+
+def _version_problems() -> list[str]:
+    if version_in_range():
+        return []
+    return [f"transformers {installed_version()} is outside the tested range {TESTED_RANGE}"]
+
+
+def _model_problems(model, probe: bool) -> list[str]:
+    problems = []
+    if cache_argument(model) is None:
+        problems.append(f"{type(model).__name__}.forward takes no key/value cache argument (looked for {' or '.join(CACHE_NAMES)})")
+    base = getattr(model, "model", None)
+    if base is None:
+        return problems + [f"{type(model).__name__} has no .model (vision tower + language model)"]
+    for name in ("get_video_features", "get_image_features", "get_placeholder_mask", "get_rope_index", "language_model"):
+        if not hasattr(base, name):
+            problems.append(f"{type(base).__name__} has no {name}")
+    if not hasattr(base, "rope_deltas"):
+        problems.append(f"{type(base).__name__} keeps no rope_deltas")
+    if hasattr(base, "get_rope_index"):
+        params = _parameters(type(base).get_rope_index)
+        missing = [p for p in ("input_ids", "mm_token_type_ids", "video_grid_thw", "attention_mask") if p not in params]
+        if missing:
+            problems.append(f"get_rope_index takes no {', '.join(missing)}")
+    language = getattr(base, "language_model", None)
+    if language is not None:
+        params = forward_parameters(language)
+        if cache_argument(language) is None:
+            problems.append(f"{type(language).__name__}.forward takes no key/value cache argument")
+        if has_deepstack(model):
+            missing = [p for p in DEEPSTACK_ARGUMENTS if p not in params]
+            if missing:
+                problems.append(f"{type(language).__name__}.forward takes no {', '.join(missing)}")
+        for p in ("inputs_embeds", "position_ids", "use_cache"):
+            if p not in params:
+                problems.append(f"{type(language).__name__}.forward takes no {p}")
+    if probe and not problems:
+        try:
+            _probe(model, problems)
+        except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+            problems.append(f"the two-token probe failed ({type(error).__name__}: {error})")
+    return problems
+
+
+_CHECKED: dict[tuple, list[str]] = {}
+
+
+def check_model(model, what: str = "fluxmem") -> None:
+    """Raise :class:`UnsupportedTransformersError` naming every failed assumption. The signature
+    checks and the probe run once per model class and forward (a later call reuses their result)."""
+    base = getattr(model, "model", None)
+    language = getattr(base, "language_model", None)
+    key = tuple(
+        (type(part), getattr(type(part), name, None))
+        for part, name in ((model, "forward"), (base, "get_rope_index"), (language, "forward"))
+    )
+    if key not in _CHECKED:
+        _CHECKED[key] = _model_problems(model, probe=True)
+    problems = _version_problems() + _CHECKED[key]
+    if problems:
+        raise unsupported(problems, what)
+
+
+def saved_state_dict(model, state_dict: dict) -> dict | None:
+    """``state_dict`` under the names ``save_pretrained`` writes (transformers' checkpoint key
+    conversion reversed); None when this transformers has no conversion API."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return None
+    return revert_weight_conversion(model, state_dict)

