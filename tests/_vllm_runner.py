@@ -35,6 +35,7 @@ def main(spec_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     fluxmem = spec.get("fluxmem")
+    captured = capture_positions() if fluxmem is not None else None
     llm = LLM(
         model=spec["model"],
         dtype=spec.get("dtype", "float32"),
@@ -63,11 +64,12 @@ def main(spec_path: str) -> None:
         text = (IMAGE if image else "") + VIDEO * len(group)
         requests.append({"prompt": PROMPT.format(videos=text), "multi_modal_data": data})
     outputs = llm.generate(requests, params, use_tqdm=False)
-    result = {"requests": []}
+    result = {"requests": [], "positions": captured}
     for output in outputs:
         completion = output.outputs[0]
         result["requests"].append({
             "prompt_len": len(output.prompt_token_ids),
+            "prompt_ids": list(output.prompt_token_ids),
             "tokens": list(completion.token_ids),
             "logprobs": [step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids)],
         })
@@ -79,6 +81,28 @@ def main(spec_path: str) -> None:
     if spec.get("precomputed"):
         result["precomputed"] = run_precomputed(llm, spec, params)
     print("RESULT " + json.dumps(result))
+
+
+def capture_positions() -> list:
+    """Record the M-RoPE positions the model computes for each prompt (what the engine uses).
+
+    The engine then runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so that the
+    plugin's method can be wrapped here; entries: ``{"tokens", "positions", "delta"}``."""
+    import os
+
+    from fluxmem.serving.common import ModelMixin
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    captured = []
+    original = ModelMixin.get_mrope_input_positions
+
+    def wrapped(self, input_tokens, mm_features):
+        positions, delta = original(self, input_tokens, mm_features)
+        captured.append({"tokens": list(input_tokens), "positions": positions.tolist(), "delta": int(delta)})
+        return positions, delta
+
+    ModelMixin.get_mrope_input_positions = wrapped
+    return captured
 
 
 def run_precomputed(llm, spec, params):

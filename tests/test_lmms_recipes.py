@@ -5,6 +5,7 @@ logs the error and exits 0, so the script checks that results were written)."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,8 @@ def _recipe(root: Path, out: Path, model, *args):
         "OMP_NUM_THREADS": "1", "NUM_PROCESSES": "1",
         "MODEL": str(model), "DTYPE": "float32", "ATTN": "sdpa", "EXTRA_ARGS": "device=cpu",
         "TASKS": "videomme_two", "INCLUDE_PATH": str(root / "tasks"), "OUT": str(out),
+        # the script runs `python`: the interpreter of this test run, as in an activated venv
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
     env.pop("DRY_RUN", None)
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=400, check=False)

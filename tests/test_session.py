@@ -128,7 +128,7 @@ def test_offline_comparison_can_fail(tiny, frames):
 
 def test_cache_holds_head_and_final_frames_and_questions_prefill_only_the_rest(tiny, frames):
     model, processor = tiny
-    session = StreamSession(model, processor, **MEMORY)
+    session = StreamSession(model, processor, keep_frames=True, **MEMORY)
     for i, frame in enumerate(frames[:24]):
         session.push(frame, float(i))
     memory, head = session.memory, len(session._head)
@@ -148,7 +148,7 @@ def test_cache_holds_head_and_final_frames_and_questions_prefill_only_the_rest(t
 def test_cached_keys_equal_a_fresh_prefill_of_the_same_prefix(tiny, frames):
     """Appending final frames step by step gives the keys a one-shot prefill of the prefix gives."""
     model, processor = tiny
-    session = StreamSession(model, processor, **MEMORY)
+    session = StreamSession(model, processor, keep_frames=True, **MEMORY)  # holds final frames' features
     for i, frame in enumerate(frames[:24]):
         session.push(frame, float(i))
     ops, memory = session.ops, session.memory
@@ -185,3 +185,31 @@ def test_session_takes_the_switch_settings_and_keywords_override(tiny):
     model, processor = tiny
     assert StreamSession(model, processor).config == fluxmem.FluxMemConfig(**MEMORY)
     assert StreamSession(model, processor, short_frames=2).config.short_frames == 2
+
+
+def test_final_frames_live_only_in_the_cache_unless_full_prefills_need_them(tiny, frames):
+    """With cache reuse, a final frame's features are released from the memory once its keys and
+    values are cached (held once, not twice); a full prefill, which needs them, is then a clear
+    error. keep_frames=True (or reuse_cache=False) keeps them, and the answers agree."""
+    model, processor = tiny
+    lean = StreamSession(model, processor, **MEMORY)
+    kept = StreamSession(model, processor, keep_frames=True, **MEMORY)
+    for i, frame in enumerate(frames[:24]):
+        lean.push(frame, float(i))
+        kept.push(frame, float(i))
+    memory, cells, dim = lean.memory, lean.memory.cells, model.config.text_config.hidden_size
+    final = memory.num_final
+    assert final >= 4 and not lean.holds_final and kept.holds_final
+    final_bytes = sum(kept.memory.kept(i)[1].numel() * 4 for i in range(final))
+    assert final_bytes > 0
+    # the lean memory holds the non-final frames' pushed features and the newest frame's grid only
+    assert lean.stats()["resident_bytes"]["memory"] == ((memory.num_frames - final) * cells + cells) * dim * 4
+    assert kept.stats()["resident_bytes"]["memory"] == lean.stats()["resident_bytes"]["memory"] + final_bytes
+    with pytest.raises(fluxmem.InputError, match="released"):
+        memory.kept(0)
+    assert memory.kept(final)[0].numel() > 0  # mid-term frames are untouched
+    with pytest.raises(fluxmem.ConfigError, match="keep_frames=True"):
+        lean.ask(QUESTION, max_new_tokens=4, reuse_cache=False)
+    answer = lean.ask(QUESTION, max_new_tokens=6)
+    assert answer.token_ids == kept.ask(QUESTION, max_new_tokens=6).token_ids
+    assert answer.token_ids == kept.ask(QUESTION, max_new_tokens=6, reuse_cache=False).token_ids

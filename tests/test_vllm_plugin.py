@@ -45,35 +45,24 @@ MAX_TOKENS = 12
 LOGPROB_ATOL = 2e-2
 # vLLM's CPU attention backend needs head_dim >= 32: the tiny models get 32 (64 hidden / 2 heads, or
 # head_dim=32 where the family sets it), with M-RoPE sections over the 16 rotary pairs.
-# A small rope_theta makes the tiny models sensitive to positions: with the usual 1e6 the rotations
-# over a few hundred positions are so small that kept tokens at wrong positions still give the same
-# greedy tokens, and the comparison would not see a position bug.
-_ROPE = {"rope_type": "default", "rope_theta": 10.0, "mrope_section": [4, 6, 6]}
-ATTENTION_SCALE = 16.0
+_ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}
 FAMILIES = {
     "qwen2_5_vl": {"num_attention_heads": 2, "num_key_value_heads": 2, "rope_parameters": _ROPE},
     "qwen2_vl": {"num_attention_heads": 2, "num_key_value_heads": 2, "rope_parameters": _ROPE},
-    "qwen3_vl": {"head_dim": 32, "rope_parameters": {**_ROPE, "mrope_interleaved": True}},
+    "qwen3_vl": {"head_dim": 32, "rope_parameters": {**_ROPE, "rope_theta": 5000000.0, "mrope_interleaved": True}},
     "qwen3_5": {"linear_key_head_dim": 64, "linear_value_head_dim": 64},  # vLLM's CPU gated-delta kernel too
 }
 
 
 def build(family: str, path):
-    """The tiny model of ``family``, its attention made sharp, saved to ``path``.
-
-    Random initial weights give near-zero query-key products, so attention is nearly uniform and
-    the output hardly depends on positions: kept tokens at wrong positions would still give the
-    same tokens. Scaling the query and key projections of the language model makes positions
-    matter (checked: with the kept tokens' positions replaced by the first positions, the
-    comparison with transformers fails)."""
-    if family == "qwen2_5_vl":
-        model, processor = build_tiny_qwen2_5_vl(**FAMILIES[family])
-    else:
-        model, processor = build_tiny(family, **FAMILIES[family])
-    with torch.no_grad():
-        for name, module in model.model.language_model.named_modules():
-            if name.endswith(("q_proj", "k_proj")):
-                module.weight.mul_(ATTENTION_SCALE)
+    if family != "qwen2_5_vl":
+        return build_tiny(family, path, **FAMILIES[family])
+    model, processor = build_tiny_qwen2_5_vl(**FAMILIES[family])
+    # One temporal position per grid step (tokens_per_second x seconds per step = 1): with a larger
+    # factor transformers 5.19's get_rope_index continues the text after a video from its start
+    # plus max(T, H, W), while vLLM (and transformers 4) continue from the largest position plus
+    # one, so the two stock models already disagree on the text positions after a video.
+    model.config.vision_config.tokens_per_second = 1
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return model, processor
@@ -129,14 +118,24 @@ def hf_reference(setup, frames, config: FluxMemConfig | None, *, generate: bool 
         videos = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"],
                                                 return_dict=True).pooler_output  # fmt: skip
     prompt_len = inputs["input_ids"].shape[1]
+    if setup["family"] in ("qwen2_vl", "qwen2_5_vl"):
+        positions = mrope_positions(model.config, inputs)
+    else:
+        with torch.no_grad():  # the stock positions of the ORIGINAL prompt, every token in place
+            rope = {k: inputs[k] for k in ("video_grid_thw", "image_grid_thw", "attention_mask", "mm_token_type_ids")
+                    if k in inputs}  # fmt: skip
+            positions = model.model.get_rope_index(inputs["input_ids"], **rope)[0][:, 0]
+    kept_all = torch.ones(prompt_len, dtype=torch.bool)
     if config is not None:
         keep = []
         for features, (t, h, w) in zip(videos, inputs["video_grid_thw"].tolist()):
             keep.append(compress(features, (t, h // 2, w // 2), config).keep)  # merge 2 in every tiny model
             prompt_len -= int((~keep[-1]).sum())
+        kept_all[inputs["input_ids"][0] == model.config.video_token_id] = torch.cat(keep)
         keep = keep if isinstance(frames, list) else keep[0]
+    positions = positions[:, kept_all]
     if not generate:
-        return {"keep": keep, "prompt_len": prompt_len}
+        return {"keep": keep, "prompt_len": prompt_len, "positions": positions}
     if config is not None:
         fluxmem.enable(model, config)
     try:
@@ -148,7 +147,51 @@ def hf_reference(setup, frames, config: FluxMemConfig | None, *, generate: bool 
             fluxmem.disable(model)
     tokens = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
     logprobs = [float(torch.log_softmax(score[0].float(), -1)[tok]) for score, tok in zip(out.scores, tokens)]
-    return {"keep": keep, "prompt_len": prompt_len, "tokens": tokens, "logprobs": logprobs}
+    return {"keep": keep, "prompt_len": prompt_len, "tokens": tokens, "logprobs": logprobs, "positions": positions}
+
+
+def mrope_positions(config, inputs) -> torch.Tensor:
+    """Qwen2-VL / Qwen2.5-VL M-RoPE positions ``[3, L]`` of a whole prompt, written out plainly:
+    text counts on from the largest position so far plus one; an image or video block of merged grid
+    ``(T, H, W)`` starting at text position ``s`` takes ``(s + t * f, s + h, s + w)`` with ``f`` the
+    seconds per grid step times ``tokens_per_second`` (1 without them). This is vLLM's rule (and
+    transformers 4's); transformers 5.19 differs after a video when ``f > 1`` (see ``build``)."""
+    ids = inputs["input_ids"][0].tolist()
+    blocks = []  # (token id, grid, factor) in prompt order
+    tps = getattr(config.vision_config, "tokens_per_second", None)
+    seconds = inputs.get("second_per_grid_ts")
+    for i, grid in enumerate(inputs.get("image_grid_thw", torch.empty(0, 3)).tolist()):
+        blocks.append((config.image_token_id, grid, 1.0, i))
+    for i, grid in enumerate(inputs.get("video_grid_thw", torch.empty(0, 3)).tolist()):
+        factor = float(seconds[i]) * tps if (tps and seconds is not None) else 1.0
+        blocks.append((config.video_token_id, grid, factor, i))
+    out, position, i = [], 0, 0
+    queues = {config.image_token_id: [b for b in blocks if b[0] == config.image_token_id],
+              config.video_token_id: [b for b in blocks if b[0] == config.video_token_id]}  # fmt: skip
+    while i < len(ids):
+        if ids[i] in queues and queues[ids[i]]:
+            _, (t, h, w), factor, _ = queues[ids[i]].pop(0)
+            t_index, h_index, w_index = torch.meshgrid(torch.arange(t), torch.arange(h // 2), torch.arange(w // 2),
+                                                       indexing="ij")  # fmt: skip
+            block = torch.stack([(t_index * factor).long(), h_index, w_index]).reshape(3, -1) + position
+            out.append(block)
+            position = int(block.max()) + 1
+            i += block.shape[1]
+        else:
+            out.append(torch.full((3, 1), position))
+            position += 1
+            i += 1
+    return torch.cat(out, dim=1)
+
+
+def assert_positions(result, got, ref, what: str) -> None:
+    """The engine gave the kept tokens their ORIGINAL positions (transformers' for the full prompt,
+    at the kept tokens), and decoding continues from the largest plus one."""
+    entries = [e for e in result["positions"] if e["tokens"] == got["prompt_ids"]]
+    assert entries, f"{what}: the engine computed no positions for this prompt"
+    positions = torch.tensor(entries[-1]["positions"])
+    assert torch.equal(positions, ref["positions"]), f"{what}: kept tokens are not at their original positions"
+    assert entries[-1]["delta"] == int(ref["positions"].max()) + 1 - got["prompt_len"]
 
 
 @requires_vllm
@@ -175,6 +218,7 @@ def test_fluxmem_in_vllm_equals_transformers(setup):
         assert stats["keep"] == kept_index, f"video {index}: keep masks differ"
         assert stats["kept"] == len(kept_index) < stats["tokens"] == ref["keep"].numel()
         assert got["prompt_len"] == ref["prompt_len"], f"video {index}: prompt lengths differ"
+        assert_positions(result, got, ref, f"video {index}")
         assert len(got["tokens"]) == MAX_TOKENS
         if bf16_decoder:
             continue
@@ -186,6 +230,7 @@ def test_fluxmem_in_vllm_equals_transformers(setup):
     if not bf16_decoder:
         both, ref = result["requests"][2], hf_reference(setup, setup["videos"], config)
         assert both["prompt_len"] == ref["prompt_len"]
+        assert_positions(result, both, ref, "two videos")
         assert both["tokens"] == ref["tokens"]
         np.testing.assert_allclose(both["logprobs"], ref["logprobs"], atol=LOGPROB_ATOL)
         if precomputed:
@@ -193,6 +238,7 @@ def test_fluxmem_in_vllm_equals_transformers(setup):
         with_image = result["requests"][3]
         ref = hf_reference(setup, setup["videos"][1], config, image=setup["videos"][0][0])
         assert with_image["prompt_len"] == ref["prompt_len"]  # every image token kept
+        assert_positions(result, with_image, ref, "image and video")
         assert with_image["tokens"] == ref["tokens"]
     assert memory[0]["keep"] != memory[1]["keep"]  # two different videos, two different decisions
 

@@ -220,10 +220,28 @@ class FluxMemory:
         frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
         frame.record.keep = torch.zeros_like(frame.record.keep)
 
+    def release(self, index: int) -> None:
+        """Free a long-term frame's kept features, keeping its decisions (record, kept cells): for a
+        caller that holds them elsewhere (a streaming session's key/value cache). ``kept(index)``
+        is then an error, unless the frame is also forgotten."""
+        if not 0 <= index < self.num_final:
+            raise InputError(f"only long-term frames can be released: frame {index} is not below num_final={self.num_final}.")
+        frame = self._frames[index]
+        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
+
+    def feature_bytes(self) -> int:
+        """Bytes of the token features the memory holds (pushed frames not yet long-term, kept
+        features of long-term frames not released, the newest frame's normalised copy)."""
+        tensors = [t for f in self._frames for t in (f.features, f.kept_features) if t is not None]
+        tensors += [self._last_grid] if self._last_grid is not None else []
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def kept(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cells, features)`` that frame ``index`` currently contributes, merges applied."""
         frame = self._frames[index]
         if frame.kept_index is not None:
+            if frame.kept_features.shape[0] != frame.kept_index.numel():
+                raise InputError(f"frame {index}'s kept features were released (release); only its cells are known.")
             return frame.kept_index, frame.kept_features
         if frame.record.keep is None:
             return torch.arange(self.cells, device=frame.features.device), frame.features

@@ -248,7 +248,7 @@ class ModelMixin:
             return super().get_mrope_input_positions(input_tokens, mm_features)
         tokens, features, kept_index = self.fluxmem_expand(list(input_tokens), mm_features)
         positions, _ = super().get_mrope_input_positions(tokens, features)
-        positions = positions[:, : len(input_tokens)]  # NEGATIVE CONTROL
+        positions = positions[:, torch.as_tensor(kept_index)]
         delta = int(positions.max()) + 1 - len(input_tokens)
         return positions, delta
 

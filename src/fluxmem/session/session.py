@@ -158,6 +158,11 @@ class StreamSession:
         self.instruction = instruction
         self.instruction_max_new_tokens = int(instruction_max_new_tokens)
         self.keep_frames = bool(keep_frames)
+        # A final frame's features and per-token extras are needed again only by a full prefill
+        # (no cache, ask(reuse_cache=False) with keep_frames) or by a cache that must be prefilled
+        # again after the cap drops frames (recurrent state); otherwise the cache holds the frame.
+        self.holds_final = (not self.reuse_cache or self.keep_frames
+                            or (max_memory_tokens is not None and not self.ops.can_cut))  # fmt: skip
         self.reset()
 
     # ================================================================== state
@@ -334,12 +339,22 @@ class StreamSession:
     def _memory_tokens(self) -> int:
         return sum(self._kept_counts[self._evicted :])
 
+    @property
+    def cap_low_water(self) -> int | None:
+        """Visual tokens the cap drops down to once exceeded: ``max_memory_tokens`` less an eighth,
+        so that the cache is cut once per several frames, not at every grid step."""
+        cap = self.max_memory_tokens
+        return None if cap is None else cap - cap // 8
+
     def _enforce_cap(self) -> None:
-        """Drop the oldest long-term frames until the visual tokens held fit ``max_memory_tokens``
-        (mid- and short-term frames are never dropped: they are not final)."""
+        """When the visual tokens held exceed ``max_memory_tokens``, drop the oldest long-term
+        frames until they fit :attr:`cap_low_water` (mid- and short-term frames are never dropped:
+        they are not final); all of them leave the cache in one cut."""
         total = self._memory_tokens()
+        if total <= self.max_memory_tokens:
+            return
         dropped_cached = 0
-        while total > self.max_memory_tokens and self._evicted < self._memory.num_final:
+        while total > self.cap_low_water and self._evicted < self._memory.num_final:
             index = self._evicted
             total -= self._kept_counts[index]
             if self._cached_spans and self._cached_spans[0][0] == index:
@@ -382,6 +397,10 @@ class StreamSession:
         self.ops.forward_block(Block.join(blocks), self._cache)
         self._cached_spans.extend(spans)
         self._cached_frames = final
+        if not self.holds_final:  # in the cache now: hold them once, there
+            for index in range(start, final):
+                self._memory.release(index)
+                self._step_extras[index] = None
         self._peak_cache_tokens = max(self._peak_cache_tokens, self.ops.cache_length(self._cache))
 
     def _segment(self, index: int) -> Block:
@@ -409,6 +428,11 @@ class StreamSession:
             raise ConfigError(f"unsupported generate option(s) {sorted(unknown)}; the session supports {list(_GENERATE_OPTIONS)}.")
         if reuse_cache and not self.reuse_cache:
             raise ConfigError("this session was created with reuse_cache=False; there is no cache to reuse.")
+        if reuse_cache is False and not self.holds_final and self.num_steps:
+            raise ConfigError(
+                "ask(reuse_cache=False) prefills every frame, but this session holds final frames only in its key/value "
+                "cache (bounded memory); create it with keep_frames=True (or reuse_cache=False) to compare full prefills."
+            )
         return self._answer(question, max_new_tokens, generate_options, reuse_cache, record=self.history_enabled)
 
     @torch.inference_mode()
@@ -539,6 +563,18 @@ class StreamSession:
             "evicted_frames": self._evicted,
         }
 
+    def resident_bytes(self) -> dict:
+        """Bytes of the token-sized tensors the session holds: the memory's features, the key/value
+        cache and the per-token extras (the per-frame decision records, a few bytes per cell, and
+        the caller's model are not counted)."""
+        held = {
+            "memory": self._memory.feature_bytes() if self._memory is not None else 0,
+            "cache": self.ops.cache_bytes(self._cache),
+            "extras": self._extras_bytes(),
+        }
+        held["total"] = sum(held.values())
+        return held
+
     def _extras_bytes(self) -> int:
         """Bytes of per-token extras held (deepstack rows: every cell of non-final frames, the kept
         cells of final frames, nothing for evicted ones)."""
@@ -566,6 +602,7 @@ class StreamSession:
                 "peak_tokens": self._peak_cache_tokens,
             },
             "extras_bytes": self._extras_bytes(),
+            "resident_bytes": self.resident_bytes(),
             "questions": self._questions,
             "timings_ms": {k: round(v, 3) for k, v in self._timings.items()},
         }

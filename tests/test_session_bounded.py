@@ -1,0 +1,100 @@
+"""Bounded streams: under ``max_memory_tokens`` what a session holds (the memory's features, the
+key/value cache, the per-token extras such as Qwen3-VL's deepstack rows) stops growing once the cap
+binds, on every family; final frames are held once (in the cache), and the cap cuts the cache once
+per several frames, not at every grid step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fluxmem.session import StreamSession
+from fluxmem.testing import build_tiny_qwen2_5_vl, moving_square_frames
+from fluxmem.testing_families import FAMILIES, build_tiny
+
+MEMORY = {"short_frames": 4, "medium_frames": 8}  # S = 2 grid steps, M = 4 grid steps
+CAP = 96
+STEPS = 48
+
+
+def tiny(family):
+    return build_tiny_qwen2_5_vl() if family == "qwen2_5_vl" else build_tiny(family)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", *FAMILIES])
+def test_resident_bytes_stop_growing_once_the_cap_binds(family):
+    model, processor = tiny(family)
+    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=CAP, **MEMORY)
+    frames = moving_square_frames(2 * STEPS, square=56)
+    dim = model.config.get_text_config().hidden_size
+    deepstack = len(getattr(model.config.vision_config, "deepstack_visual_indexes", None) or ())
+    cuts = []
+    drop = session.ops.drop
+    session.ops.drop = lambda cache, start, stop: (cuts.append(stop - start), drop(cache, start, stop))
+    resident, bound_at = [], None
+    for i, frame in enumerate(frames):
+        session.push(frame, i / 2.0)
+        if i % 2 == 0:
+            continue
+        stats, memory = session.stats(), session.memory
+        held = stats["resident_bytes"]
+        assert held["total"] == held["memory"] + held["cache"] + held["extras"]
+        assert held["cache"] == stats["cache"]["bytes"] and held["extras"] == stats["extras_bytes"]
+        recent = memory.num_frames - memory.num_final  # mid- and short-term frames: whole features
+        assert stats["memory"]["kept"] <= CAP + recent * memory.cells
+        # extras: every cell's deepstack rows of non-final frames; final frames hold none (cached)
+        assert held["extras"] == recent * memory.cells * deepstack * dim * 4
+        final_kept = stats["memory"]["tiers"]["long"]["kept"]
+        if session.ops.can_cut:  # final frames' features live in the cache only
+            assert held["memory"] == (recent + 1) * memory.cells * dim * 4
+        else:  # a recurrent cache is prefilled again after a drop: it needs them (at most the cap)
+            assert held["memory"] == (recent + 1) * memory.cells * dim * 4 + final_kept * dim * 4
+        if bound_at is None and stats["memory"]["evicted_frames"]:
+            bound_at = len(resident)
+        resident.append(held["total"])
+    assert bound_at is not None, "the cap never bound"
+    after = resident[bound_at:]
+    half = len(after) // 2
+    assert half >= 8, bound_at  # at least 16 grid steps past the cap
+    assert max(after[half:]) <= max(after[:half]), after  # no growth past the cap
+    evicted = session.stats()["memory"]["evicted_frames"]
+    assert evicted >= 15
+    if session.ops.can_cut:  # cut in batches: several frames per cut, never one cut per step
+        assert 0 < len(cuts) <= evicted // 2, (len(cuts), evicted)
+    # control: without the cap the same stream keeps growing
+    free = StreamSession(model, processor, fps=2.0, **MEMORY)
+    for i, frame in enumerate(frames):
+        free.push(frame, i / 2.0)
+    assert free.stats()["resident_bytes"]["total"] > 1.5 * max(after)
+    assert len(session.ask("What is moving?", max_new_tokens=2).token_ids) >= 1
+
+
+def test_cap_drops_down_to_the_low_water_mark_in_one_cut():
+    """Once the tokens held pass the cap, the oldest final frames are dropped until at most the
+    low-water mark (cap less an eighth) remain, in one cut of the cache; the cache then holds the
+    head and exactly the surviving long-term tokens, and first-layer keys show they are the right ones."""
+    model, processor = build_tiny_qwen2_5_vl()
+    cap = 64
+    session = StreamSession(model, processor, max_memory_tokens=cap, **MEMORY)
+    free = StreamSession(model, processor, **MEMORY)
+    assert session.cap_low_water == 56
+    before = 0
+    for i, frame in enumerate(moving_square_frames(64)):
+        session.push(frame, float(i))
+        free.push(frame, float(i))
+        stats = session.stats()
+        evicted = stats["memory"]["evicted_frames"]
+        recent = stats["memory"]["tiers"]["mid"]["kept"] + stats["memory"]["tiers"]["short"]["kept"]
+        if evicted > before and stats["memory"]["tiers"]["long"]["frames"]:
+            assert stats["memory"]["kept"] <= max(56, recent)  # dropped down to the low-water mark
+            # ... and not one frame further
+            last_dropped = int(free.memory.frames[evicted - 1].keep.sum())
+            assert stats["memory"]["kept"] + last_dropped > 56
+        assert stats["memory"]["kept"] <= max(cap, recent)
+        if session._cache is not None:
+            assert stats["cache"]["tokens"] == len(session._head) + stats["memory"]["tiers"]["long"]["kept"]
+        before = evicted
+    long_kept = session.stats()["memory"]["tiers"]["long"]["kept"]
+    assert long_kept > 0 and before >= 10
+    mine, theirs = session._cache.layers[0], free._cache.layers[0]
+    torch.testing.assert_close(mine.keys[..., -long_kept:, :], theirs.keys[..., -long_kept:, :], rtol=0, atol=1e-5)
