@@ -16,7 +16,7 @@ import sys
 class _Guard(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != "torchvision":
-            return None
+            return
         sys.meta_path.remove(self)
         try:
             import glob
@@ -43,9 +43,9 @@ class _Guard(importlib.abc.MetaPathFinder):
                     except RuntimeError:
                         pass
                 _Guard.library = lib  # keep the definitions alive
-        except Exception:  # the guard must never break an interpreter start
+        except Exception:  # noqa: BLE001, S110 - the guard must never break an interpreter start
             pass
-        return None
+        return
 
 
 sys.meta_path.insert(0, _Guard())

@@ -33,10 +33,15 @@ cp .ci/torchvision_guard.py "$site/_fluxmem_torchvision_guard.py"
 echo "import _fluxmem_torchvision_guard" > "$site/_fluxmem_torchvision_guard.pth"
 step "torchvision guard installed: $("$py" -c 'import torchvision; print(torchvision.__version__)')"
 
-step "installing fluxmem (editable, without touching vLLM's pins) and the test tools"
-"$py" -m pip install --quiet --no-deps -e .
+# The wheel .ci/run built (the editable checkout when run by hand), without touching vLLM's pins.
+wheel=$(ls dist/fluxmem_video-*.whl 2>/dev/null | head -n 1 || true)
+step "installing fluxmem (${wheel:-editable checkout}) and the test tools"
+if [ -n "$wheel" ]; then
+    "$py" -m pip install --quiet --no-deps --force-reinstall "$wheel"
+else
+    "$py" -m pip install --quiet --no-deps -e .
+fi
 "$py" -m pip install --quiet pytest "accelerate>=1.0" "av>=12" "qwen-vl-utils>=0.0.14"
-"$py" .ci/vllm_entry_point.py
 
 "$py" - <<'PY'
 import importlib.metadata as m, torch, transformers, vllm

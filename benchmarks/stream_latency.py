@@ -10,11 +10,14 @@ CPU-sized), synthetic 112x112 frames at 1 fps:
    the session with ``max_memory_tokens`` (flat by construction);
 2. per-grid-step ingest cost of the session, split into preprocessing, vision encoding, memory
    update and cache extension;
-3. peak memory over a 1-hour stream with and without ``max_memory_tokens`` (each in a fresh
-   process: peak RSS growth over the loaded model, and the peak of what the session holds).
+3. memory over a 1-hour stream with and without ``max_memory_tokens`` (each in a fresh
+   process): peak RSS growth over the loaded model, and what the session holds
+   (``stats()["resident_bytes"]``: the memory's features + key/value cache + per-token extras) at
+   its peak, at 30 minutes and at the end; with the cap the last two are equal-sized (no growth).
 
     python benchmarks/stream_latency.py            # full run (a few minutes on 2 CPU cores)
     python benchmarks/stream_latency.py --quick    # smoke run (t = 10, 30, 60 s; 5-minute stream)
+    python benchmarks/stream_latency.py --part memory   # only the 1-hour stream
 
 Results are printed and, with ``--out FILE.json``, written after every measurement.
 """
@@ -157,24 +160,30 @@ def peak_memory_child(seconds: int, cap: int | None, size: int) -> dict:
     session = StreamSession(model, processor, fps=1.0, max_memory_tokens=cap)
     frames = frames_until(min(seconds, 8), size)  # the stream repeats 8 distinct frames
     base_rss = peak_rss = _current_rss()
-    dim = model.config.text_config.hidden_size
-    peak_held, peak_cache_tokens, started = 0, 0, time.perf_counter()
+    peak_held, peak_cache_tokens, held_half, started = 0, 0, 0, time.perf_counter()
     for second in range(seconds):
         session.push(frames[second % len(frames)], float(second))
         if second % 60 == 59:
             stats = session.stats()
-            held = stats["cache"]["bytes"] + stats["memory"]["kept"] * dim * 4
+            held = stats["resident_bytes"]["total"]
             peak_held = max(peak_held, held)
+            if second < seconds // 2:
+                held_half = held
             peak_cache_tokens = max(peak_cache_tokens, stats["cache"]["tokens"])
             peak_rss = max(peak_rss, _current_rss())
     answer = session.ask(QUESTION, max_new_tokens=4)
     peak_rss = max(peak_rss, _current_rss())
     stats = session.stats()
+    held = stats["resident_bytes"]
     return {
         "cap": cap,
         "seconds": seconds,
         "rss_growth_mib": round((peak_rss - base_rss) / 2**20, 1),
         "peak_held_mib": round(peak_held / 2**20, 2),
+        "held_at_half_mib": round(held_half / 2**20, 2),
+        "held_at_end_mib": round(held["total"] / 2**20, 2),
+        "held_at_end": {k: round(v / 2**20, 3) for k, v in held.items()},
+        "cache_cuts": stats["cache"]["cuts"],  # times the cap cut the cache (one cut drops several frames)
         "peak_cache_tokens": peak_cache_tokens,
         "final_kept_tokens": stats["memory"]["kept"],
         "evicted_frames": stats["memory"]["evicted_frames"],
@@ -184,8 +193,10 @@ def peak_memory_child(seconds: int, cap: int | None, size: int) -> dict:
 
 
 def peak_memory_table(args, results, save) -> None:
-    print(f"\n== peak memory over a {args.stream_seconds // 60}-minute stream (1 fps, {args.frame_size}x{args.frame_size}) ==")
-    print(f"{'cap':>8} {'RSS growth MiB':>15} {'held MiB':>9} {'cache tokens':>13} {'kept now':>9} {'evicted':>8} {'answer ms':>10}")
+    minutes = args.stream_seconds // 60
+    print(f"\n== memory over a {minutes}-minute stream (1 fps, {args.frame_size}x{args.frame_size}) ==")
+    print(f"{'cap':>8} {'RSS growth MiB':>15} {'held peak':>10} {f'at {minutes // 2} min':>10} {f'at {minutes} min':>10} "
+          f"{'cache tokens':>13} {'kept now':>9} {'evicted':>8} {'cuts':>5} {'answer ms':>10}")
     rows = []
     for cap in (None, args.cap):
         command = [sys.executable, __file__, "--_peak-child", str(args.stream_seconds), str(cap or 0), str(args.frame_size)]
@@ -194,9 +205,11 @@ def peak_memory_table(args, results, save) -> None:
         rows.append(row)
         results["peak_memory"] = rows
         save()
-        print(f"{str(cap or 'none'):>8} {row['rss_growth_mib']:>15.1f} {row['peak_held_mib']:>9.2f} {row['peak_cache_tokens']:>13} "
-              f"{row['final_kept_tokens']:>9} {row['evicted_frames']:>8} {row['answer_ms_at_end']:>10.1f}")
-    print("(held = key/value cache + visual features in the memory; RSS growth = peak resident memory, sampled every minute, minus the resident memory after loading)")
+        print(f"{str(cap or 'none'):>8} {row['rss_growth_mib']:>15.1f} {row['peak_held_mib']:>10.2f} {row['held_at_half_mib']:>10.2f} "
+              f"{row['held_at_end_mib']:>10.2f} {row['peak_cache_tokens']:>13} {row['final_kept_tokens']:>9} "
+              f"{row['evicted_frames']:>8} {row['cache_cuts']:>5} {row['answer_ms_at_end']:>10.1f}")
+    print("(held, MiB = stats()['resident_bytes']: the memory's features + key/value cache + per-token extras, sampled every "
+          "minute; RSS growth = peak resident memory, sampled every minute, minus the resident memory after loading)")
 
 
 def main(argv=None) -> int:
@@ -207,6 +220,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timings per moment and approach (median reported)")
     parser.add_argument("--cap", type=int, default=2048, help="max_memory_tokens for the capped stream")
     parser.add_argument("--out", default=None, help="write the results as JSON here (after every measurement)")
+    parser.add_argument("--part", choices=("all", "latency", "memory"), default="all",
+                        help="run the latency tables, the 1-hour stream's memory, or both")
     parser.add_argument("--_peak-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -227,8 +242,10 @@ def main(argv=None) -> int:
 
     print(f"settings: {json.dumps(results['settings'])}")
     started = time.perf_counter()
-    latency_table(args, results, save)
-    peak_memory_table(args, results, save)
+    if args.part in ("all", "latency"):
+        latency_table(args, results, save)
+    if args.part in ("all", "memory"):
+        peak_memory_table(args, results, save)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 

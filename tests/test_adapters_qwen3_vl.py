@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fluxmem.adapters import detach, get_state, install, registry
-from fluxmem.adapters.pruning import merge_like, prune_prefill
+from fluxmem.adapters.pruning import prune_prefill
+from fluxmem.memory import merge_full
 from fluxmem.errors import InputError
 from fluxmem.memory import FluxMemConfig, compress
 from fluxmem.testing import moving_square_frames
@@ -80,7 +81,7 @@ def test_deepstack_is_pruned_and_merged_like_the_tokens(tiny):
     (_, result), = pruned.results
     assert any(r.anchors is not None and bool(r.anchors.any()) for r in result.frames)  # merges happened
     # the helper applied to the tokens themselves reproduces the memory's merged features
-    assert torch.equal(merge_like(result, prepared.video_features), result.features)
+    assert torch.equal(merge_full(result, prepared.video_features), result.features)
     levels = adapter.video_deepstack(prepared)
     assert len(levels) == len(model.config.vision_config.deepstack_visual_indexes) == 2
     for level, kept in zip(levels, adapter.pruned_deepstack(prepared, pruned)):

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from fluxmem.cli import main
 from fluxmem.testing import moving_square_frames, write_video
@@ -278,3 +279,12 @@ def test_console_warnings_go_through_tqdm_while_a_command_runs():
         assert console in root.handlers
     finally:
         root.removeHandler(console)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_the_python_api_refuses_a_gpu_that_is_not_there_too(tiny_model_dir):
+    from fluxmem.errors import ConfigError
+    from fluxmem.loading import load_model
+
+    with pytest.raises(ConfigError, match="device cuda: this machine has no CUDA GPU that torch can use; pass device cpu"):
+        load_model(tiny_model_dir, device="cuda")

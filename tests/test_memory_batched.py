@@ -6,7 +6,6 @@ import torch
 from reference_fluxmem import reference_compress
 
 from fluxmem import FluxMemConfig, FluxMemory, InputError, compress
-from fluxmem.adapters.pruning import merge_like
 from fluxmem.memory import LONG, MID, SHORT, merge_full, merge_kept
 
 
@@ -151,7 +150,6 @@ def test_merge_kept_writes_each_clusters_float32_mean_into_the_kept_rows():
     assert kept.dtype == torch.bfloat16
     assert torch.equal(kept, expected[result.keep])
     assert torch.equal(merge_full(result, values), expected)
-    assert torch.equal(merge_like(result, values), expected)
     # the features themselves: the stored means, identical to recomputing them
     assert torch.equal(merge_kept(result, features), merge_kept(result, features.clone()))
     assert torch.equal(result.kept_features(), result.features[result.keep])

@@ -15,9 +15,25 @@ DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "f
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
 
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str = "auto", *, flag: str = "device") -> str:
+    """The device to run on: ``auto`` is a GPU when torch sees one, else the CPU. A device that does
+    not exist here is an error naming ``flag`` (``cuda`` never quietly runs on the CPU)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{flag} {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{flag} {device}: this machine has no CUDA GPU that torch can use; pass {flag} cpu (or auto).")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"{flag} {device}: there is no GPU {parsed.index} (GPUs here: 0..{count - 1}).")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} {device}: Apple's MPS is not available on this machine; pass {flag} cpu (or auto).")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{flag} {device!r}: fluxmem runs on cpu, cuda or mps; pass one of those (or auto).")
     return device
 
 

@@ -206,9 +206,51 @@ def logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------- cache
 def new_cache(model):
+    """A ``DynamicCache`` for ``model`` whose full-attention layers grow in place (see
+    :func:`_growing_layer_class`): appending a few tokens or dropping the oldest frames writes into
+    a buffer of spare capacity instead of re-allocating the whole cache."""
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config.get_text_config())
+    cache = DynamicCache(config=model.config.get_text_config())
+    growing = _growing_layer_class()
+    for layer in _layers(cache):
+        if type(layer) is growing.__bases__[0]:
+            layer.__class__ = growing
+    return cache
+
+
+@cache
+def _growing_layer_class():
+    """``DynamicLayer`` whose keys/values are prefix views of buffers with spare capacity (doubled
+    when full): an append copies only the new tokens; ``crop`` (a prefix view) works unchanged."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            length = self.keys.shape[-2] if self.keys.numel() else 0
+            needed = length + key_states.shape[-2]
+            buffers = getattr(self, "fluxmem_buffers", None)
+            if buffers is None or buffers[0].shape[-2] < needed or (length and self.keys.data_ptr() != buffers[0].data_ptr()):
+                capacity = max(needed, 2 * buffers[0].shape[-2] if buffers is not None else needed, 64)
+                fresh = []
+                for old, new in ((self.keys, key_states), (self.values, value_states)):
+                    buffer = new.new_empty(*new.shape[:-2], capacity, new.shape[-1])
+                    if length:
+                        buffer[..., :length, :].copy_(old)
+                    fresh.append(buffer)
+                self.fluxmem_buffers = buffers = tuple(fresh)
+            buffers[0][..., length:needed, :].copy_(key_states)
+            buffers[1][..., length:needed, :].copy_(value_states)
+            self.keys, self.values = buffers[0][..., :needed, :], buffers[1][..., :needed, :]
+            return self.keys, self.values
+
+        def reset(self) -> None:
+            self.fluxmem_buffers = None
+            super().reset()
+
+    return GrowingLayer
 
 
 def has_recurrent_state(model) -> bool:
@@ -250,7 +292,10 @@ def cache_length(cache) -> int:
 
 def _layer_tensors(layer) -> list[torch.Tensor]:
     tensors = []
-    if getattr(layer, "is_initialized", False) and getattr(layer, "keys", None) is not None:
+    buffers = getattr(layer, "fluxmem_buffers", None)
+    if buffers is not None and getattr(layer, "keys", None) is not None and layer.keys.data_ptr() == buffers[0].data_ptr():
+        tensors += list(buffers)  # a growing layer: its whole capacity is held
+    elif getattr(layer, "is_initialized", False) and getattr(layer, "keys", None) is not None:
         tensors += [layer.keys, layer.values]
     if _is_recurrent(layer):
         for states in (layer.conv_states, layer.recurrent_states):
@@ -275,11 +320,19 @@ def crop(cache, length: int) -> None:
 
 def drop(cache, start: int, stop: int) -> None:
     """Remove cached tokens ``start:stop`` from every key/value layer (oldest frames under a cap;
-    the cache API has no call for a middle range, so the layer's key/value tensors are re-sliced)."""
+    the cache API has no call for a middle range, so the layer's key/value tensors are re-sliced:
+    in place, moving the later tokens down, for a growing layer (:func:`new_cache`))."""
     if stop <= start:
         return
     for layer in _layers(cache):
-        if getattr(layer, "is_initialized", False):
+        buffers = getattr(layer, "fluxmem_buffers", None)
+        if buffers is not None and layer.keys.data_ptr() == buffers[0].data_ptr():
+            length = layer.keys.shape[-2]
+            for buffer in buffers:
+                buffer[..., start : length - (stop - start), :] = buffer[..., stop:length, :].clone()
+            end = length - (stop - start)
+            layer.keys, layer.values = buffers[0][..., :end, :], buffers[1][..., :end, :]
+        elif getattr(layer, "is_initialized", False):
             layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys[..., stop:, :]], dim=-2)
             layer.values = torch.cat([layer.values[..., :start, :], layer.values[..., stop:, :]], dim=-2)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..memory import CompressResult, FluxMemConfig, compress, merge_full
+from ..memory import CompressResult, FluxMemConfig, compress
 from .base import ModelAdapter, PreparedInputs, VideoSpan
 
 
@@ -53,13 +53,6 @@ class PrunedPrefill:
     original_length: int
     results: list[tuple[VideoSpan, CompressResult]] = field(default_factory=list)
     reports: list[VideoReport] = field(default_factory=list)
-
-
-def merge_like(result: CompressResult, values: torch.Tensor) -> torch.Tensor:
-    """Full-size ``values`` with every long-term anchor replaced by its cluster's mean: an alias of
-    :func:`fluxmem.memory.merge_full`. Prefer :func:`fluxmem.memory.merge_kept` (kept rows only,
-    no full-size copy)."""
-    return merge_full(result, values)
 
 
 def padding_side(attention_mask: torch.Tensor) -> str:

@@ -89,24 +89,10 @@ def check_model_options(args: argparse.Namespace) -> None:
     import torch
 
     from ..errors import ConfigError
-    from ..loading import DTYPES
+    from ..loading import DTYPES, resolve_device
 
     device = args.device
-    if device != "auto":
-        try:
-            parsed = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
-        if parsed.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise ConfigError(f"--device {device}: this machine has no CUDA GPU that torch can use; pass --device cpu (or auto).")
-            if parsed.index is not None and parsed.index >= count:
-                raise ConfigError(f"--device {device}: there is no GPU {parsed.index} (GPUs here: 0..{count - 1}).")
-        elif parsed.type == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(f"--device {device}: Apple's MPS is not available on this machine; pass --device cpu (or auto).")
-        elif parsed.type not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"--device {device!r}: fluxmem runs on cpu, cuda or mps; pass one of those (or auto).")
+    resolve_device(device, flag="--device")
     if args.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of auto, bfloat16, float16 or float32, got {args.dtype!r}.")
     attention = args.attn_implementation

@@ -144,7 +144,7 @@ class VisionEncoder:
         self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor, config: FluxMemConfig
     ) -> list[VideoMemory]:
         """Encode every video of a processor output and run FluxMem on each one on its own."""
-        from ..adapters.pruning import merge_like
+        from ..memory import merge_kept
 
         out: list[VideoMemory] = []
         offset = 0
@@ -161,10 +161,11 @@ class VisionEncoder:
             merged_grid = (t, h // self.merge, w // self.merge)
             start = time.perf_counter()
             result = compress(features, merged_grid, config, temporal_patch_size=self.temporal_patch_size)
-            parts = [result.features]
+            # the kept rows only, anchors carrying their cluster means (no full-size copy)
+            parts = [merge_kept(result, features)]
             if levels is not None:
-                parts += [merge_like(result, level) for level in levels]
-            embeds = torch.cat(parts, dim=-1)[result.keep]
+                parts += [merge_kept(result, level) for level in levels]
+            embeds = torch.cat(parts, dim=-1)
             memory_ms = (time.perf_counter() - start) * 1000
             out.append(VideoMemory(result.keep.cpu(), embeds.cpu(), merged_grid, result, encode_ms, memory_ms))
         return out

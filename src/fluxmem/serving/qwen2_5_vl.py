@@ -44,13 +44,20 @@ class FluxMemQwen2_5_VLProcessingInfo(InfoMixin, _vllm.Qwen2_5_VLProcessingInfo)
     fluxmem_stock_factory = staticmethod(stock_factory)
 
 
-class FluxMemQwen2_5_VLProcessor(ProcessorMixin, _vllm.Qwen2_5_VLMultiModalProcessor):
+class PrunedVideoPrompts:
+    """Processor mixin of the Qwen2-VL-style families: with FluxMem settings, each video's
+    placeholder run holds its kept tokens only."""
+
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
         if self.info.fluxmem_settings() is None:
             return updates
         video_token_id = int(self.info.get_hf_config().video_token_id)
         return pruned_video_updates(self, updates, out_mm_kwargs, self.fluxmem_merge, video_token_id)
+
+
+class FluxMemQwen2_5_VLProcessor(PrunedVideoPrompts, ProcessorMixin, _vllm.Qwen2_5_VLMultiModalProcessor):
+    pass
 
 
 @MULTIMODAL_REGISTRY.register_processor(

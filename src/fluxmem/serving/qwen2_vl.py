@@ -6,7 +6,7 @@ from vllm.model_executor.models import qwen2_vl as _vllm
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from .common import InfoMixin, ModelMixin, ProcessorMixin
-from .qwen2_5_vl import pruned_video_updates
+from .qwen2_5_vl import PrunedVideoPrompts
 
 
 def stock_factory(parser):
@@ -17,13 +17,8 @@ class FluxMemQwen2VLProcessingInfo(InfoMixin, _vllm.Qwen2VLProcessingInfo):
     fluxmem_stock_factory = staticmethod(stock_factory)
 
 
-class FluxMemQwen2VLProcessor(ProcessorMixin, _vllm.Qwen2VLMultiModalProcessor):
-    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
-        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
-        if self.info.fluxmem_settings() is None:
-            return updates
-        video_token_id = int(self.info.get_hf_config().video_token_id)
-        return pruned_video_updates(self, updates, out_mm_kwargs, self.fluxmem_merge, video_token_id)
+class FluxMemQwen2VLProcessor(PrunedVideoPrompts, ProcessorMixin, _vllm.Qwen2VLMultiModalProcessor):
+    pass
 
 
 @MULTIMODAL_REGISTRY.register_processor(

@@ -6,7 +6,7 @@ What differs from Qwen2.5-VL:
   ``<t seconds><|vision_start|><|video_pad|>*n<|vision_end|>``; with FluxMem ``n`` is that step's
   kept count (vLLM's own ``get_video_repl`` builds the blocks, embeddings only at the video tokens);
 - deepstack: the kept embeddings carry the deepstack levels of the same tokens (anchors merged
-  like the tokens, ``fluxmem.adapters.pruning.merge_like``) concatenated on the last dimension, as
+  like the tokens, ``fluxmem.memory.merge_kept``) concatenated on the last dimension, as
   vLLM's Qwen3-VL expects;
 - positions: vLLM's own method reads the token sequence (one block per step), so the original
   sequence is rebuilt block by block before it runs, and the kept tokens' positions are taken.

@@ -192,6 +192,7 @@ class StreamSession:
         self._timings = {k: 0.0 for k in ("preprocess", "encode", "memory", "cache", "prefill", "decode")}
         self._questions = 0
         self._peak_cache_tokens = 0
+        self._cache_cuts = 0  # times the cap removed frames from the cache (cut, or dropped to prefill again)
 
     @property
     def time(self) -> float | None:
@@ -366,8 +367,10 @@ class StreamSession:
         if dropped_cached and self.ops.can_cut:
             start = len(self._head)
             self.ops.drop(self._cache, start, start + dropped_cached)
+            self._cache_cuts += 1
         elif dropped_cached:  # a recurrent state cannot forget tokens: prefill the cache again
             self._cache, self._cached_spans = None, []
+            self._cache_cuts += 1
         self._cached_frames = max(self._cached_frames, self._evicted)
 
     # ================================================================== cache
@@ -600,6 +603,7 @@ class StreamSession:
                 "bytes": self.ops.cache_bytes(self._cache),
                 "frames": len(self._cached_spans),
                 "peak_tokens": self._peak_cache_tokens,
+                "cuts": self._cache_cuts,
             },
             "extras_bytes": self._extras_bytes(),
             "resident_bytes": self.resident_bytes(),

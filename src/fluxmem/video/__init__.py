@@ -19,6 +19,7 @@ __all__ = [
     "VideoClip",
     "VideoInfo",
     "decode_frames",
+    "decode_progress",
     "extract_vision_info",
     "fetch_video",
     "offline_frame_indices",
