@@ -171,10 +171,10 @@ def peak_memory_child(seconds: int, cap: int | None, size: int) -> dict:
                 held_half = held
             peak_cache_tokens = max(peak_cache_tokens, stats["cache"]["tokens"])
             peak_rss = max(peak_rss, _current_rss())
+    held = session.stats()["resident_bytes"]  # at the end of the stream, before the question
     answer = session.ask(QUESTION, max_new_tokens=4)
     peak_rss = max(peak_rss, _current_rss())
     stats = session.stats()
-    held = stats["resident_bytes"]
     return {
         "cap": cap,
         "seconds": seconds,
@@ -205,7 +205,7 @@ def peak_memory_table(args, results, save) -> None:
         rows.append(row)
         results["peak_memory"] = rows
         save()
-        print(f"{str(cap or 'none'):>8} {row['rss_growth_mib']:>15.1f} {row['peak_held_mib']:>10.2f} {row['held_at_half_mib']:>10.2f} "
+        print(f"{cap or 'none'!s:>8} {row['rss_growth_mib']:>15.1f} {row['peak_held_mib']:>10.2f} {row['held_at_half_mib']:>10.2f} "
               f"{row['held_at_end_mib']:>10.2f} {row['peak_cache_tokens']:>13} {row['final_kept_tokens']:>9} "
               f"{row['evicted_frames']:>8} {row['cache_cuts']:>5} {row['answer_ms_at_end']:>10.1f}")
     print("(held, MiB = stats()['resident_bytes']: the memory's features + key/value cache + per-token extras, sampled every "

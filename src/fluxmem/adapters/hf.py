@@ -221,8 +221,9 @@ def new_cache(model):
 
 @cache
 def _growing_layer_class():
-    """``DynamicLayer`` whose keys/values are prefix views of buffers with spare capacity (doubled
-    when full): an append copies only the new tokens; ``crop`` (a prefix view) works unchanged."""
+    """``DynamicLayer`` whose keys/values are prefix views of buffers with spare capacity (the power
+    of two at or above the length, at least 64 tokens; re-allocated only when full): an append
+    copies only the new tokens; ``crop`` (a prefix view) works unchanged."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -233,7 +234,7 @@ def _growing_layer_class():
             needed = length + key_states.shape[-2]
             buffers = getattr(self, "fluxmem_buffers", None)
             if buffers is None or buffers[0].shape[-2] < needed or (length and self.keys.data_ptr() != buffers[0].data_ptr()):
-                capacity = max(needed, 2 * buffers[0].shape[-2] if buffers is not None else needed, 64)
+                capacity = max(64, 1 << (needed - 1).bit_length())  # the power of two at or above
                 fresh = []
                 for old, new in ((self.keys, key_states), (self.values, value_states)):
                     buffer = new.new_empty(*new.shape[:-2], capacity, new.shape[-1])

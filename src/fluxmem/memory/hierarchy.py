@@ -216,8 +216,8 @@ class FluxMemory:
                 f"only long-term frames can be forgotten: frame {index} is not below num_final={self.num_final}."
             )
         frame = self._frames[index]
-        frame.kept_index = frame.kept_index.new_empty((0,))
-        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
+        frame.kept_index = self._empty_like(frame.kept_index)
+        frame.kept_features = self._empty_like(frame.kept_features)
         frame.record.keep = torch.zeros_like(frame.record.keep)
 
     def release(self, index: int) -> None:
@@ -227,7 +227,16 @@ class FluxMemory:
         if not 0 <= index < self.num_final:
             raise InputError(f"only long-term frames can be released: frame {index} is not below num_final={self.num_final}.")
         frame = self._frames[index]
-        frame.kept_features = frame.kept_features.new_empty((0, frame.kept_features.shape[-1]))
+        frame.kept_features = self._empty_like(frame.kept_features)
+
+    def _empty_like(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A shared empty tensor of ``tensor``'s kind (no rows): a long stream that frees frames
+        allocates nothing per frame (tiny long-lived allocations fragment the process heap)."""
+        key = (tensor.dtype, tensor.device, tuple(tensor.shape[1:]))
+        empties = self.__dict__.setdefault("_empties", {})
+        if key not in empties:
+            empties[key] = tensor.new_empty((0, *tensor.shape[1:]))
+        return empties[key]
 
     def feature_bytes(self) -> int:
         """Bytes of the token features the memory holds (pushed frames not yet long-term, kept

@@ -98,7 +98,10 @@ class StreamSession:
     Memory options: ``config`` or the :class:`FluxMemConfig` fields as keywords (default: the
     settings of the FluxMem switch on ``model`` if it has one, else the paper's defaults).
     ``max_memory_tokens`` caps the visual tokens held (the oldest long-term frames are dropped from
-    the memory and the key/value cache). ``reuse_cache=False`` prefills everything at each question.
+    the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
+    ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
+    held once, in the cache (its features and deepstack rows are released) unless ``keep_frames``
+    or a recurrent cache under a cap needs them again (:attr:`holds_final`).
     ``history=True`` keeps earlier questions and answers in the prompt. ``proactive=True`` emits a
     scene-change event when a grid step's change fraction exceeds ``gamma``, answering
     ``instruction`` when given. ``keep_frames=True`` keeps the sampled frames so that
@@ -419,7 +422,8 @@ class StreamSession:
         """Answer ``question`` from everything seen so far (greedy by default).
 
         ``generate_options``: ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``.
-        ``reuse_cache=False`` prefills everything for this question (the answer is the same).
+        ``reuse_cache=False`` prefills everything for this question (the answer is the same); it
+        needs the final frames' features, held only with ``keep_frames=True`` (else a ConfigError).
         Before the first grid step is complete the answer is text-only (the model sees no video).
         """
         if not isinstance(question, str) or not question.strip():
