@@ -24,19 +24,11 @@ import torch
 
 def build(args):
     from fluxmem import Qwen2_5_VLForConditionalGeneration
-    from fluxmem.testing import build_processor, build_tokenizer, tiny_qwen2_5_vl_config
+    from fluxmem.testing import build_processor, build_tokenizer, shaped_qwen2_5_vl_config
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, max_pixels=args.size * args.size, min_pixels=28 * 28 * 4)
-    config = tiny_qwen2_5_vl_config(
-        tokenizer,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 3,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        num_key_value_heads=max(1, args.hidden // 256),
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]}  # head_dim 64,
-    )
+    config = shaped_qwen2_5_vl_config(tokenizer, hidden=args.hidden, layers=args.layers)
     config.vision_config.depth = 4
     config.vision_config.hidden_size = 128
     config.vision_config.intermediate_size = 256

@@ -42,20 +42,12 @@ def build_model(args, path: str) -> None:
         build_processor,
         build_tokenizer,
         instantiate_tiny,
-        tiny_qwen2_5_vl_config,
+        shaped_qwen2_5_vl_config,
     )
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, max_pixels=args.height * args.width, min_pixels=28 * 28 * 4)
-    config = tiny_qwen2_5_vl_config(
-        tokenizer,
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 3,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        num_key_value_heads=max(1, args.hidden // 256),
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},  # head_dim 64
-    )
+    config = shaped_qwen2_5_vl_config(tokenizer, hidden=args.hidden, layers=args.layers)
     instantiate_tiny(Qwen2_5_VLForConditionalGeneration, config, processor, save_dir=path)
 
 

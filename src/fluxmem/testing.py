@@ -137,6 +137,20 @@ def tiny_qwen2_5_vl_config(tokenizer=None, **text_overrides):
     )
 
 
+def shaped_qwen2_5_vl_config(tokenizer=None, *, hidden: int, layers: int):
+    """A random Qwen2.5-VL config ``hidden`` wide with ``layers`` decoder layers and 64-wide heads
+    (as the released models), the vision tower at toy size: the benchmarks' model."""
+    return tiny_qwen2_5_vl_config(
+        tokenizer,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 256),
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},  # head_dim 64
+    )
+
+
 def build_tiny_qwen2_5_vl(
     save_dir: str | os.PathLike | None = None,
     *,
