@@ -644,8 +644,7 @@ from dataclasses import replace as _replace
 
 from .benchmark import Benchmark, Turn, register
 from .protocol import (
-    MAX_PIXELS,
-    MIN_PIXELS,
+    STREAMING_SETTINGS,
     FramePlan,
     Protocol,
     end_anchored_frames,
@@ -663,9 +662,7 @@ class OVOBench(Benchmark):
     help = "OVO-Bench v2 (ovo_bench_new.json; each query sees its video up to ceil(realtime))"
 
     def protocol(self, name: str) -> Protocol:
-        common = {"benchmark": BENCHMARK, "fps": 1.0, "max_frames": 256, "min_pixels": MIN_PIXELS,
-                  "max_pixels": MAX_PIXELS, "max_new_tokens": 128, "repetition_penalty": 1.05,
-                  "scoring": ("official", "robust")}
+        common = {"benchmark": BENCHMARK, **STREAMING_SETTINGS, "scoring": ("official", "robust")}
         if name == "published":
             return Protocol(name=name, prompts="published", frames="published", context=256.0, min_frames=4,
                             past_end="published", clips="chunked", **common)

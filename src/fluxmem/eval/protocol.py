@@ -48,6 +48,11 @@ _TOTAL_PIXELS = 90316800  # int(128000·28·28·0.9), qwen-vl-utils' total budge
 TEMPORAL_PATCH = 2
 TOKENS_PER_SECOND = 2
 
+#: What FluxMem's runs use on both streaming benchmarks, in every protocol: 1 fps, at most 256
+#: frames, the published pixel limits, 128 new tokens and the checkpoint's repetition penalty.
+STREAMING_SETTINGS = {"fps": 1.0, "max_frames": 256, "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS,
+                      "max_new_tokens": 128, "repetition_penalty": 1.05}
+
 
 # --------------------------------------------------------------------------------------------
 # Protocol settings

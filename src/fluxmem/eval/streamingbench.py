@@ -1114,7 +1114,7 @@ def streamingbench_table(scores: Mapping[str, Any], title: str = "StreamingBench
 # --------------------------------------------------------------------------------------------
 
 from .benchmark import Benchmark, Turn, register
-from .protocol import MAX_PIXELS, MIN_PIXELS, Protocol
+from .protocol import STREAMING_SETTINGS, Protocol
 
 
 @register
@@ -1126,8 +1126,7 @@ class StreamingBench(Benchmark):
     help = "StreamingBench (JSON or CSV annotations; real-time windows)"
 
     def protocol(self, name: str) -> Protocol:
-        common = {"benchmark": BENCHMARK, "fps": 1.0, "max_frames": 256, "min_pixels": MIN_PIXELS,
-                  "max_pixels": MAX_PIXELS, "max_new_tokens": 128, "repetition_penalty": 1.05}
+        common = {"benchmark": BENCHMARK, **STREAMING_SETTINGS}
         if name == "published":
             return Protocol(name=name, prompts="published", frames="published", context=256.0, min_frames=2,
                             past_end="published", scoring=("published", "official", "robust"), **common)
