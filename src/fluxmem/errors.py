@@ -28,3 +28,8 @@ class UnsupportedTransformersError(UnsupportedModelError):
     """The installed transformers does not behave as fluxmem relies on (outside the tested range,
     or a signature, attribute or probe that fails); the message names the version, the tested range
     and every mismatch."""
+
+
+class OutputError(FluxMemError):
+    """An output path that would destroy an input, cannot be written, or is being written by
+    another run."""

@@ -89,6 +89,27 @@ def load_model(
     return model, processor
 
 
+def local_model_paths(model_id) -> list[str]:
+    """The directories on this disk that loading ``model_id`` reads: the model's own directory and,
+    for LoRA adapters, their base model's (none for a hub id), so outputs can be kept out of them."""
+    import json
+
+    if not model_id or not str(model_id).strip() or not Path(str(model_id)).expanduser().is_dir():
+        return []
+    source = Path(str(model_id)).expanduser()
+    paths = [str(source)]
+    try:
+        base = json.loads((source / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    if isinstance(base, str) and base.strip():
+        base_path = Path(base).expanduser()
+        base_path = base_path if base_path.is_absolute() or base_path.is_dir() else source / base_path
+        if base_path.is_dir():
+            paths.append(str(base_path))
+    return paths
+
+
 def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
     """Base model named in ``adapter_config.json`` + the LoRA adapters, merged into the weights;
     the adapter directory's FluxMem settings (``fluxmem.json``) are the defaults."""

@@ -141,13 +141,14 @@ def run(args: argparse.Namespace) -> int:
 def _dry_run(settings) -> int:
     from ..eval.common import DataIssues
     from ..eval.dryrun import dry_run
-    from ..eval.runner import load_items
+    from ..eval.runner import claim_run_dir, load_items
 
-    issues = DataIssues()
-    items = load_items(settings, issues)
-    record = settings.record()
-    result = dry_run(settings.bench, settings.protocol, items, settings.videos, settings.out,
-                     loader_issues=issues, settings=record)
+    with claim_run_dir(settings):  # the annotations and videos are inputs: never written over
+        issues = DataIssues()
+        items = load_items(settings, issues)
+        record = settings.record()
+        result = dry_run(settings.bench, settings.protocol, items, settings.videos, settings.out,
+                         loader_issues=issues, settings=record)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.issues.items())) or "none"
     print(f"{settings.benchmark} --protocol {settings.protocol.name}: {result.queries} queries "
           f"({result.skipped} skipped: {skipped}) in {result.seconds:.1f} s -> {result.path}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -88,23 +87,21 @@ def read_questions(path: str | None) -> list[dict]:
     return questions
 
 
-def _check_out(path: str | None) -> None:
-    """A bad --out path is one line, before the model loads."""
-    if path is None:
-        return
-    out = Path(path)
-    if out.is_dir():
-        raise InputError(f"--out {path!r} is a directory; give a file name for the answers, e.g. {str(out / 'answers.jsonl')!r}.")
-    if not out.parent.is_dir():
-        raise InputError(f"--out {path!r}: the folder {str(out.parent)!r} does not exist; create it first or pick another path.")
-    if not os.access(out if out.exists() else out.parent, os.W_OK):
-        raise InputError(f"--out {path!r} cannot be written (permission denied); pick another path.")
+def claim_out(args: argparse.Namespace):
+    """--out checked against every input (the video, the questions, the model) and locked for the
+    run, before the model loads; nothing to claim when the answers go to standard output."""
+    import contextlib
+
+    from ..loading import local_model_paths
+    from ..outputs import claim_output
+
+    if args.out is None:
+        return contextlib.nullcontext()
+    return claim_output(args.out, flag="--out", kind="file", inputs={
+        "video": args.source, "questions file": args.questions, "model": local_model_paths(args.model)})
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..session import StreamSession
-    from ..video import open_source
-
     questions = read_questions(args.questions)
     if not questions and not args.proactive:
         raise ConfigError("nothing to do: pass --questions FILE.jsonl and/or --proactive.")
@@ -119,15 +116,23 @@ def run(args: argparse.Namespace) -> int:
     options.check_max_new_tokens(args.max_new_tokens)
     memory = options.memory_config(args)
     options.check_model_options(args)
-    _check_out(args.out)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
+    with claim_out(args):
+        return _run(args, memory, questions)
+
+
+def _run(args: argparse.Namespace, memory, questions: list[dict]) -> int:
+    from ..outputs import RecordFile
+    from ..session import StreamSession
+    from ..video import open_source
+
     out_file = None
     try:
         source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
         with source:
             model, processor = options.load(args)
-            out_file = open(args.out, "w", encoding="utf-8") if args.out else None
+            out_file = RecordFile(args.out, fresh=True) if args.out is not None else None  # whole lines only
             session = StreamSession(
                 model,
                 processor,
@@ -230,7 +235,7 @@ def _answer(session, question: dict, max_new_tokens: int, *, stream_time: float 
 
 
 def _write(out, record: dict) -> None:
-    out.write(json.dumps(record) + "\n")
+    out.write(json.dumps(record) + "\n")  # one whole line (a RecordFile, or standard output)
     out.flush()
 
 

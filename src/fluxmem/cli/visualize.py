@@ -51,21 +51,22 @@ def run(args: argparse.Namespace) -> int:
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
     options.check_model_options(args)
-    check_out_dir(args.out)
-    probe_video(args.video)  # a missing or broken video fails here, before the model loads
-    model, processor = options.load(args)
-    result = visualize(
-        model,
-        processor,
-        args.video,
-        args.out,
-        config=config,
-        sampling=sampling,
-        display=args.display,
-        animation=None if args.animation == "none" else args.animation,
-        animation_fps=args.animation_fps,
-        progress=not args.no_progress,
-    )
+    animation = None if args.animation == "none" else args.animation
+    with claim_out_dir(args, animation):
+        probe_video(args.video)  # a missing or broken video fails here, before the model loads
+        model, processor = options.load(args)
+        result = visualize(
+            model,
+            processor,
+            args.video,
+            args.out,
+            config=config,
+            sampling=sampling,
+            display=args.display,
+            animation=animation,
+            animation_fps=args.animation_fps,
+            progress=not args.no_progress,
+        )
     trace = result.trace
     print(
         f"[memory] {len(trace.steps)} grid steps, visual tokens {trace.tokens} -> {trace.kept_tokens} "
@@ -79,14 +80,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_out_dir(path: str) -> None:
-    """--out must be a folder (created now if missing), checked before any decoding or encoding."""
-    from pathlib import Path
+def claim_out_dir(args: argparse.Namespace, animation: str | None):
+    """--out must be a folder (created now if missing) that holds no input where a picture goes,
+    checked and locked before any decoding or encoding."""
+    from ..loading import local_model_paths
+    from ..outputs import claim_output
+    from ..viz import picture_names
 
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {path!r} is a file; visualize writes a folder of pictures: pass a folder path (created if missing).")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"--out {path!r}: cannot create the folder ({error.strerror}); pass another folder path.") from None
+    return claim_output(args.out, flag="--out", kind="dir", writes=picture_names(animation),
+                        inputs={"video": args.video, "model": local_model_paths(args.model)})

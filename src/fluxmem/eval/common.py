@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError, InputError
+from ..outputs import append_line
 
 log = logging.getLogger("fluxmem.eval")
 
@@ -382,26 +383,13 @@ def _json_default(o: Any) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any], *, fsync: bool = True) -> None:
-    """Append one record as one line, flushed and (by default) fsync'ed, so a crash loses at
-    most the line being written. If the file ends in a torn line (an earlier crash), a newline
-    is written first so the new record stays readable.
+    """Append one record as one whole line, flushed and (by default) fsync'ed
+    (:func:`fluxmem.outputs.append_line`): a crash loses at most the line being written, and a
+    partial line an earlier crash left at the end is dropped before the new record goes in.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(dict(record), ensure_ascii=False, default=_json_default) + "\n"
-    with open(p, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        prefix = b""
-        if size:
-            f.seek(size - 1)
-            if f.read(1) != b"\n":
-                prefix = b"\n"
-            f.seek(0, os.SEEK_END)
-        f.write(prefix + line.encode("utf-8"))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+    append_line(p, json.dumps(dict(record), ensure_ascii=False, default=_json_default), fsync=fsync)
 
 
 def iter_jsonl(

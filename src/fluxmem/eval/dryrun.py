@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, VideoError
+from ..errors import VideoError
+from ..outputs import claim_output, write_text
 from .benchmark import Benchmark, QueryPlan, Turn
 from .common import DataIssues, EvalItem
 from .protocol import (
@@ -150,10 +151,12 @@ def dry_run(bench: Benchmark, protocol: Protocol, items: Sequence[EvalItem], vid
     """Write ``out/queries.jsonl`` (one line per query) and ``out/dry_run.json`` (the protocol,
     every resolved setting, the counts)."""
     started = time.perf_counter()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; pass a directory (it is created if missing).")
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, flag="--out", kind="dir", writes=(QUERIES_FILE, DRY_RUN_FILE),
+                      folders={"video folder": videos}) as out:
+        return _dry_run(bench, protocol, items, videos, out, started, loader_issues, settings)
+
+
+def _dry_run(bench, protocol, items, videos, out: Path, started: float, loader_issues, settings) -> DryRunResult:
     metas = VideoMetaCache()
     reasons: dict[str, int] = {}
     lines = []
@@ -162,10 +165,7 @@ def dry_run(bench: Benchmark, protocol: Protocol, items: Sequence[EvalItem], vid
         if planned.reason:
             reasons[planned.reason] = reasons.get(planned.reason, 0) + 1
         lines.append(json.dumps(query_line(planned, protocol), ensure_ascii=False) + "\n")
-    path = out / QUERIES_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_text(out / QUERIES_FILE, "".join(lines))
     seconds = time.perf_counter() - started
     summary = {
         "benchmark": bench.name,
@@ -177,5 +177,5 @@ def dry_run(bench: Benchmark, protocol: Protocol, items: Sequence[EvalItem], vid
         "data_issues": (loader_issues or DataIssues()).to_dict(),
         "seconds": round(seconds, 3),
     }
-    (out / DRY_RUN_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(out / DRY_RUN_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return DryRunResult(path, len(lines), sum(reasons.values()), seconds, reasons)

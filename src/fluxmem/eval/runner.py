@@ -43,6 +43,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, VideoError
 from ..memory import FluxMemConfig
+from ..outputs import claim_output, output_lock, write_text
 from .benchmark import Benchmark, Turn, get_benchmark
 from .common import (
     DataIssues,
@@ -71,6 +72,9 @@ RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
 SCORES_JSON = "scores.json"
 SCORES_MD = "scores.md"
+#: Every name a run (or its dry run) writes in its output directory.
+RUN_WRITES = (RUN_FILE, ITEMS_FILE, ANSWERS, "answers.rank*.jsonl", SCORES_JSON, SCORES_MD, "queries.jsonl",
+              "dry_run.json")
 
 #: Record fields that change from one run to the next (timings, memory): leave them out when
 #: comparing two runs' answers.
@@ -258,7 +262,7 @@ def merge_answers(out: str | os.PathLike, items: Sequence[EvalItem] | None = Non
         order = {it.uid: k for k, it in enumerate(items)}
         records.sort(key=lambda r: order.get(str(r["uid"]), len(order)))
     parts = [p for p in answer_files(out) if p.name != ANSWERS]
-    _atomic_write(out / ANSWERS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text(out / ANSWERS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     for p in parts:
         p.unlink()
     return out / ANSWERS
@@ -482,12 +486,30 @@ def run_benchmark(
 ) -> RunResult:
     """Answer every question of ``settings`` not yet answered in ``settings.out``, then (rank 0)
     merge and score. ``model``/``processor`` (or any ``answerer``) skip loading ``settings.model``.
-    ``on_record`` sees each record right after it is written."""
+    ``on_record`` sees each record right after it is written. ``settings.out`` is checked against
+    the run's inputs and locked for the run (another run on it refuses at once)."""
+    dist = dist or DistEnv.from_env()
+    with claim_run_dir(settings, lock_name=f"rank{dist.rank}" if dist.rank else None):
+        return _run_benchmark(settings, model=model, processor=processor, answerer=answerer, dist=dist,
+                              on_record=on_record, progress=progress, merge_timeout=merge_timeout)
+
+
+def claim_run_dir(settings: RunSettings, *, lock_name: str | None = None):
+    """Check ``settings.out`` against the run's inputs (annotations, videos, model) and hold its
+    lock (:func:`fluxmem.outputs.claim_output`): a second run on the same directory refuses."""
+    from ..loading import local_model_paths
+
+    return claim_output(
+        settings.out, flag="--out", kind="dir", writes=RUN_WRITES,
+        inputs={"annotations": settings.annotations, "model": local_model_paths(settings.model)},
+        folders={"video folder": settings.videos}, lock_name=lock_name,
+    )
+
+
+def _run_benchmark(settings, *, model, processor, answerer, dist, on_record, progress, merge_timeout) -> RunResult:
     from tqdm.auto import tqdm
 
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dist = dist or DistEnv.from_env()
     loader_issues = DataIssues()
     items = load_items(settings, loader_issues)
     _prepare_run_dir(out, settings, items, loader_issues, dist)
@@ -594,11 +616,11 @@ def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem]
             "data_issues": loader_issues.to_dict(),
         }
     record["world_size"] = dist.world_size
-    _atomic_write(run_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_text(run_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     items_text = "".join(json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in items)
     items_path = out / ITEMS_FILE
     if not items_path.exists() or items_path.read_text(encoding="utf-8") != items_text:
-        _atomic_write(items_path, items_text)
+        write_text(items_path, items_text)
 
 
 def _finish_run_file(out: Path, scores: Mapping[str, Any]) -> None:
@@ -608,16 +630,7 @@ def _finish_run_file(out: Path, scores: Mapping[str, Any]) -> None:
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["summary"] = {"overall": scores.get("overall"), "robust_overall": scores.get("robust", {}).get("overall"),
                          "answers": scores.get("answers"), "run_issues": scores.get("data", {}).get("run")}
-    _atomic_write(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -691,8 +704,9 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
     }
     table = _table(bench, scores)
     if write:
-        _atomic_write(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-        _atomic_write(out / SCORES_MD, table.to_markdown())
+        with output_lock(out, flag="run directory", kind="dir"):  # not while a run writes it
+            write_text(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+            write_text(out / SCORES_MD, table.to_markdown())
     return scores, table
 
 
@@ -771,17 +785,17 @@ def score_replies(
     tasks: Iterable[str] | None = None,
 ) -> tuple[dict[str, Any], ScoreTable]:
     """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
-    ``scores.json``/``scores.md`` into ``out``."""
-    issues = DataIssues()
-    bench = get_benchmark(benchmark)
-    scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
-                                 context=context, tasks=tasks, issues=issues)
-    table = bench.table(scores)
-    scores["data"] = {"loader": issues.to_dict()}
-    if issues.counts:
-        table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(out / SCORES_MD, table.to_markdown())
+    ``scores.json``/``scores.md`` into ``out`` (checked against the inputs first, and locked)."""
+    with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD),
+                      inputs={"annotations": annotations, "replies": replies}) as out:
+        issues = DataIssues()
+        bench = get_benchmark(benchmark)
+        scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
+                                     context=context, tasks=tasks, issues=issues)
+        table = bench.table(scores)
+        scores["data"] = {"loader": issues.to_dict()}
+        if issues.counts:
+            table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
+        write_text(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+        write_text(out / SCORES_MD, table.to_markdown())
     return scores, table

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, FluxMemError, InputError
+from ..outputs import append_line
 from .config import DatasetSpec, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -322,8 +323,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             return
         self.report_path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"dataset": record.dataset, "record": record.index, "media": record.media, "reason": reason}
-        with open(self.report_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        append_line(self.report_path, json.dumps(entry))  # whole lines: a crash tears none
 
 
 # ---------------------------------------------------------------------- batching

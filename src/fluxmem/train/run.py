@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError
+from ..outputs import atomic_dir, claim_output, move_into, write_text
 from .config import TrainConfig
 from .data import SupervisedCollator, SupervisedDataset
 from .trainer import LLM, MERGER, VISION, FluxMemTrainer, component_of
@@ -150,6 +152,27 @@ def train(config: TrainConfig, *, callbacks=None) -> TrainResult:
     ``fluxmem``) and ``fluxmem_train.yaml`` (every setting of the run).
     """
     config.require_runnable()
+    with claim_output_dir(config):
+        return _train(config, callbacks=callbacks)
+
+
+def claim_output_dir(config: TrainConfig):
+    """``output_dir`` checked against every input (the base model, the data files, the media
+    folders) and locked for the run, before the model loads: no input is ever written over."""
+    from ..loading import local_model_paths
+
+    specs = config.dataset_specs()
+    rank = os.environ.get("RANK", "0")
+    return claim_output(
+        config.output_dir, flag="output_dir", kind="dir", writes=None,
+        inputs={"model": local_model_paths(config.model), "data file": [spec.path for spec in specs],
+                "deepspeed config": config.deepspeed if isinstance(config.deepspeed, str) else None},
+        folders={"media folder": [spec.data_root for spec in specs]},
+        lock_name=None if rank == "0" else f"rank{rank}",  # the processes of one run each hold their own
+    )
+
+
+def _train(config: TrainConfig, *, callbacks=None) -> TrainResult:
     output = Path(config.output_dir)
     checkpoint = resolve_checkpoint(config)
     model, processor = load_for_training(config)
@@ -165,7 +188,11 @@ def train(config: TrainConfig, *, callbacks=None) -> TrainResult:
         component_lrs={LLM: config.learning_rate, MERGER: config.merger_lr, VISION: config.vision_lr},
     )
     outcome = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(config.output_dir)
+    saving = output / ".fluxmem-saving"  # the same name on every process: saving may gather across them
+    trainer.save_model(str(saving))
+    if trainer.is_world_process_zero():
+        move_into(saving, output)  # file by file, each renamed into place: no torn weights
+        shutil.rmtree(saving, ignore_errors=True)
     result = TrainResult(
         output_dir=str(output),
         global_step=trainer.state.global_step,
@@ -175,8 +202,8 @@ def train(config: TrainConfig, *, callbacks=None) -> TrainResult:
     )
     if trainer.is_world_process_zero():
         output.mkdir(parents=True, exist_ok=True)
-        (output / SETTINGS_FILE).write_text(json.dumps(config.fluxmem_record(), indent=2) + "\n")
-        (output / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_text(output / SETTINGS_FILE, json.dumps(config.fluxmem_record(), indent=2) + "\n")
+        write_text(output / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
         if config.lora:
             result.adapter_dir = str(output)
             if config.merge_lora:
@@ -187,11 +214,13 @@ def train(config: TrainConfig, *, callbacks=None) -> TrainResult:
 
 
 def merge_adapters(peft_model, processor, directory: str | os.PathLike) -> Path:
-    """Fold LoRA adapters into the base weights and save a plain model (FluxMem settings kept)."""
+    """Fold LoRA adapters into the base weights and save a plain model (FluxMem settings kept);
+    the folder is filled under a temporary name and renamed into place."""
     merged = peft_model.merge_and_unload()
     directory = Path(directory)
-    merged.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    with atomic_dir(directory) as temporary:
+        merged.save_pretrained(temporary)
+        processor.save_pretrained(temporary)
     return directory
 
 

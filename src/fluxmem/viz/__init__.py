@@ -13,7 +13,7 @@ from .animation import write_animation
 from .overlay import draw_step, legend
 from .plot import plot_tokens
 from .records import MemoryTrace, StepView, step_image, trace_from_records, trace_video
-from .report import Visualization, visualize, write_pictures
+from .report import Visualization, picture_names, visualize, write_pictures
 from .sheet import contact_sheet
 from .summary import write_summary
 
@@ -24,6 +24,7 @@ __all__ = [
     "contact_sheet",
     "draw_step",
     "legend",
+    "picture_names",
     "plot_tokens",
     "step_image",
     "trace_from_records",

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from ..outputs import atomic_file
 
 FORMATS = ("mp4", "gif")
 
@@ -31,12 +32,18 @@ def write_animation(images: list[Image.Image], path, *, fps: float = 2.0) -> Pat
         raise ConfigError("no overlay to animate: the video produced no grid step.")
     if fps <= 0:
         raise ConfigError(f"animation fps must be > 0, got {fps}.")
+    with atomic_file(path) as temporary:  # a crash leaves no half-written animation
+        _write(images, temporary, kind, fps)
+    return path
+
+
+def _write(images: list[Image.Image], path: Path, kind: str, fps: float) -> None:
     width = max(image.width for image in images)
     height = max(image.height for image in images)
     if kind == "gif":
         frames = [Image.fromarray(_even(image, (width, height))) for image in images]
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, optimize=True)
-        return path
+        return
     import av
 
     size = (width + width % 2, height + height % 2)
@@ -56,4 +63,3 @@ def write_animation(images: list[Image.Image], path, *, fps: float = 2.0) -> Pat
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path

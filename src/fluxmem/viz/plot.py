@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..outputs import atomic_file
 from .records import TIERS, MemoryTrace
 
 # fill, hatch colour, hatch: told apart by brightness and pattern, not by hue
@@ -101,5 +102,6 @@ def plot_tokens(trace: MemoryTrace, path=None, *, dpi: int = 110):
         "title": title,
     }
     if path is not None:
-        figure.savefig(Path(path), dpi=dpi)
+        with atomic_file(path) as temporary:
+            figure.savefig(temporary, dpi=dpi)
     return figure, numbers

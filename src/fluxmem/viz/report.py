@@ -6,12 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..outputs import atomic_file, claim_output
 from .animation import FORMATS, write_animation
 from .overlay import draw_step
 from .plot import plot_tokens
 from .records import MemoryTrace, trace_video
 from .sheet import contact_sheet
 from .summary import write_summary
+
+
+def picture_names(animation: str | None = "mp4") -> tuple[str, ...]:
+    """The names :func:`write_pictures` writes under its folder (``overlays/`` a sub-folder)."""
+    names = ("overlays/", "contact_sheet.png", "tokens.png", "summary.json")
+    return names + ((f"memory.{animation}",) if animation else ())
 
 
 @dataclass
@@ -36,11 +43,13 @@ def write_pictures(trace: MemoryTrace, out_dir, *, animation: str | None = "mp4"
     paths = []
     for step, image in zip(trace.steps, overlays):
         path = overlay_dir / f"step_{step.index:04d}.png"
-        image.save(path, optimize=True)
+        with atomic_file(path) as temporary:
+            image.save(temporary, optimize=True)
         paths.append(path)
     files["overlays"] = overlay_dir
     files["contact_sheet"] = out / "contact_sheet.png"
-    contact_sheet(trace).save(files["contact_sheet"], optimize=True)
+    with atomic_file(files["contact_sheet"]) as temporary:
+        contact_sheet(trace).save(temporary, optimize=True)
     if animation is not None:
         files["animation"] = write_animation(overlays, out / f"memory.{animation}", fps=animation_fps)
     files["plot"] = out / "tokens.png"
@@ -64,6 +73,9 @@ def visualize(
     animation_fps: float = 2.0,
     progress: bool = False,
 ) -> Visualization:
-    """:func:`trace_video` then :func:`write_pictures`: every picture of one video under ``out_dir``."""
-    trace = trace_video(model, processor, video, config=config, sampling=sampling, display=display, progress=progress)
-    return write_pictures(trace, out_dir, animation=animation, animation_fps=animation_fps)
+    """:func:`trace_video` then :func:`write_pictures`: every picture of one video under ``out_dir``
+    (checked against the video and locked first: :func:`fluxmem.outputs.claim_output`)."""
+    video_path = video if isinstance(video, (str, Path)) else None
+    with claim_output(out_dir, flag="out_dir", kind="dir", writes=picture_names(animation), inputs={"video": video_path}):
+        trace = trace_video(model, processor, video, config=config, sampling=sampling, display=display, progress=progress)
+        return write_pictures(trace, out_dir, animation=animation, animation_fps=animation_fps)

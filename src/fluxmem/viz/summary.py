@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..outputs import write_text
 from .records import MemoryTrace
 
 
@@ -17,5 +18,5 @@ def write_summary(trace: MemoryTrace, path, *, files: dict | None = None, plot: 
     if files:
         data["files"] = {key: str(value) for key, value in files.items()}
     path = Path(path)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(data, indent=2) + "\n")
     return path
