@@ -220,7 +220,7 @@ def test_visualize_out_naming_a_file_fails_before_anything_loads(tmp_path, squar
     target.write_bytes(b"x")
     # the model does not exist: the --out check comes first, before the video or the model is touched
     assert main(["visualize", str(square_clip), "--model", str(tmp_path / "no-model"), "--out", str(target)]) == 2
-    assert f"--out {str(target)!r} is a file; visualize writes a folder" in _one_error_line(capsys, "visualize")
+    assert f"--out {str(target)!r} is a file; the pictures go into a folder" in _one_error_line(capsys, "visualize")
 
 
 # ------------------------------------------------------------------------------ train

@@ -102,11 +102,10 @@ def local_model_paths(model_id) -> list[str]:
         base = json.loads((source / "adapter_config.json").read_text()).get("base_model_name_or_path")
     except (OSError, ValueError, AttributeError):
         base = None
-    if isinstance(base, str) and base.strip():
-        base_path = Path(base).expanduser()
-        base_path = base_path if base_path.is_absolute() or base_path.is_dir() else source / base_path
-        if base_path.is_dir():
-            paths.append(str(base_path))
+    if isinstance(base, str) and base.strip():  # a relative base: as given, and from the adapters' folder
+        for candidate in (Path(base).expanduser(), source / Path(base).expanduser()):
+            if candidate.is_dir() and os.path.realpath(candidate) not in map(os.path.realpath, paths):
+                paths.append(os.path.realpath(candidate))
     return paths
 
 

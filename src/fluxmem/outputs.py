@@ -67,6 +67,7 @@ def check_output(
     inputs: Inputs | None = None,
     folders: Inputs | None = None,
     writes: Iterable[str] | None = (),
+    what: str = "output",
 ) -> Path:
     """Refuse an output ``path`` that would destroy an input or cannot be written; return it.
 
@@ -76,25 +77,26 @@ def check_output(
     written inside it. ``folders``: directories that only hold inputs (the benchmark's videos):
     the output may not be one of them, but may lie inside. ``writes`` (folder outputs): the names
     the command writes under the folder (``fnmatch`` patterns; ``"overlays/"`` a sub-folder);
-    ``None`` when unknown (then no input may lie inside the folder at all).
+    ``None`` when unknown (then no input may lie inside the folder at all). ``what`` names the
+    output in messages ("answers", "pictures").
     """
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     if path is None or not str(path).strip():
-        what = "a file name" if kind == "file" else "a folder path"
-        raise OutputError(f"{flag} is empty (an empty path is not the working directory); give {what}.")
+        form = "a file name" if kind == "file" else "a folder path"
+        raise OutputError(f"{flag} is empty (an empty path is not the working directory); give {form} for the {what}.")
     given = str(path)
     out = _resolve(path)
     where = f"{flag} {given!r}"
     if kind == "file" and out.is_dir():
-        raise OutputError(f"{where} is a directory; give a file name, e.g. {str(Path(given) / 'answers.jsonl')!r}.")
+        raise OutputError(f"{where} is a directory; give a file name for the {what}, e.g. {str(Path(given) / 'answers.jsonl')!r}.")
     if kind == "dir" and out.exists() and not out.is_dir():
-        raise OutputError(f"{where} is a file; this command writes a folder: pass a folder path (created if missing).")
+        raise OutputError(f"{where} is a file; the {what} go into a folder: pass a folder path (created if missing).")
     for name, value in _named_paths(inputs):
         _refuse_input(where, out, kind, name, value, writes, whole=True)
     for name, value in _named_paths(folders):
         _refuse_input(where, out, kind, name, value, writes, whole=False)
-    _check_writable(where, out, kind)
+    _check_writable(where, out, kind, given)
     return Path(given)
 
 
@@ -144,10 +146,11 @@ def _refuse_input(where: str, out: Path, kind: str, name: str, given: str, write
             )
 
 
-def _check_writable(where: str, out: Path, kind: str) -> None:
+def _check_writable(where: str, out: Path, kind: str, given: str) -> None:
     if kind == "file":
         if not out.parent.is_dir():
-            raise OutputError(f"{where}: the folder {str(out.parent)!r} does not exist; create it first or pick another path.")
+            folder = os.path.dirname(given) or str(out.parent)
+            raise OutputError(f"{where}: the folder {folder!r} does not exist; create it first or pick another path.")
         if out.exists() and not os.access(out, os.W_OK):
             raise OutputError(f"{where} is read-only; pick another path.")
         folder = out.parent
@@ -268,11 +271,12 @@ def claim_output(
     inputs: Inputs | None = None,
     folders: Inputs | None = None,
     writes: Iterable[str] | None = (),
+    what: str = "output",
     lock_name: str | None = None,
 ) -> Iterator[Path]:
     """:func:`check_output`, then (a folder created if missing) the output's lock held for the
     block. ``lock_name`` separates the locks of cooperating processes (the ranks of one run)."""
-    out = check_output(path, flag=flag, kind=kind, inputs=inputs, folders=folders, writes=writes)
+    out = check_output(path, flag=flag, kind=kind, inputs=inputs, folders=folders, writes=writes, what=what)
     if kind == "dir":
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def claim_out(args: argparse.Namespace):
 
     if args.out is None:
         return contextlib.nullcontext()
-    return claim_output(args.out, flag="--out", kind="file", inputs={
+    return claim_output(args.out, flag="--out", kind="file", what="answers", inputs={
         "video": args.source, "questions file": args.questions, "model": local_model_paths(args.model)})
 
 

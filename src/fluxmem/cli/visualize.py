@@ -87,5 +87,5 @@ def claim_out_dir(args: argparse.Namespace, animation: str | None):
     from ..outputs import claim_output
     from ..viz import picture_names
 
-    return claim_output(args.out, flag="--out", kind="dir", writes=picture_names(animation),
+    return claim_output(args.out, flag="--out", kind="dir", what="pictures", writes=picture_names(animation),
                         inputs={"video": args.video, "model": local_model_paths(args.model)})

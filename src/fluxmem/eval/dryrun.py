@@ -151,7 +151,7 @@ def dry_run(bench: Benchmark, protocol: Protocol, items: Sequence[EvalItem], vid
     """Write ``out/queries.jsonl`` (one line per query) and ``out/dry_run.json`` (the protocol,
     every resolved setting, the counts)."""
     started = time.perf_counter()
-    with claim_output(out, flag="--out", kind="dir", writes=(QUERIES_FILE, DRY_RUN_FILE),
+    with claim_output(out, flag="--out", kind="dir", writes=(QUERIES_FILE, DRY_RUN_FILE), what="queries",
                       folders={"video folder": videos}) as out:
         return _dry_run(bench, protocol, items, videos, out, started, loader_issues, settings)
 

@@ -500,7 +500,7 @@ def claim_run_dir(settings: RunSettings, *, lock_name: str | None = None):
     from ..loading import local_model_paths
 
     return claim_output(
-        settings.out, flag="--out", kind="dir", writes=RUN_WRITES,
+        settings.out, flag="--out", kind="dir", writes=RUN_WRITES, what="results",
         inputs={"annotations": settings.annotations, "model": local_model_paths(settings.model)},
         folders={"video folder": settings.videos}, lock_name=lock_name,
     )
@@ -663,8 +663,15 @@ def _items_of_run(out: Path, records: Sequence[Mapping[str, Any]]) -> list[EvalI
 
 def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, Any], ScoreTable]:
     """Scores of a run directory from its files alone (``answers*.jsonl``, with ``items.jsonl``
-    and ``run.json`` when present); writes ``scores.json`` and ``scores.md``."""
-    out = Path(out)
+    and ``run.json`` when present); writes ``scores.json`` and ``scores.md`` (not while another
+    run holds the directory)."""
+    if not write or not Path(out).is_dir():  # nothing to lock (a missing directory: one line below)
+        return _score_run(Path(out), write=write)
+    with output_lock(out, flag="run directory", kind="dir"):
+        return _score_run(Path(out), write=True)
+
+
+def _score_run(out: Path, *, write: bool) -> tuple[dict[str, Any], ScoreTable]:
     if not answer_files(out):
         raise InputError(f"{out} holds no {ANSWERS}; pass the --out directory of a fluxmem eval run.")
     run = {}
@@ -704,9 +711,8 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
     }
     table = _table(bench, scores)
     if write:
-        with output_lock(out, flag="run directory", kind="dir"):  # not while a run writes it
-            write_text(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-            write_text(out / SCORES_MD, table.to_markdown())
+        write_text(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+        write_text(out / SCORES_MD, table.to_markdown())
     return scores, table
 
 
@@ -786,7 +792,7 @@ def score_replies(
 ) -> tuple[dict[str, Any], ScoreTable]:
     """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
     ``scores.json``/``scores.md`` into ``out`` (checked against the inputs first, and locked)."""
-    with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD),
+    with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD), what="scores",
                       inputs={"annotations": annotations, "replies": replies}) as out:
         issues = DataIssues()
         bench = get_benchmark(benchmark)

@@ -164,7 +164,7 @@ def claim_output_dir(config: TrainConfig):
     specs = config.dataset_specs()
     rank = os.environ.get("RANK", "0")
     return claim_output(
-        config.output_dir, flag="output_dir", kind="dir", writes=None,
+        config.output_dir, flag="output_dir", kind="dir", writes=None, what="model and checkpoints",
         inputs={"model": local_model_paths(config.model), "data file": [spec.path for spec in specs],
                 "deepspeed config": config.deepspeed if isinstance(config.deepspeed, str) else None},
         folders={"media folder": [spec.data_root for spec in specs]},

@@ -76,6 +76,6 @@ def visualize(
     """:func:`trace_video` then :func:`write_pictures`: every picture of one video under ``out_dir``
     (checked against the video and locked first: :func:`fluxmem.outputs.claim_output`)."""
     video_path = video if isinstance(video, (str, Path)) else None
-    with claim_output(out_dir, flag="out_dir", kind="dir", writes=picture_names(animation), inputs={"video": video_path}):
+    with claim_output(out_dir, flag="out_dir", kind="dir", what="pictures", writes=picture_names(animation), inputs={"video": video_path}):
         trace = trace_video(model, processor, video, config=config, sampling=sampling, display=display, progress=progress)
         return write_pictures(trace, out_dir, animation=animation, animation_fps=animation_fps)
