@@ -500,3 +500,17 @@ def test_an_adapter_folder_protects_its_base_model(work, capsys):
     assert main(["stream", "clip.mp4", "--questions", "q.jsonl", "--model", "adapters", "--out", "model/x.jsonl"]) == 2
     assert "lies inside the model" in _one_error_line(capsys, "stream")
     assert _digest(work) == before
+
+
+def test_resume_passes_over_a_checkpoint_torn_while_saving(tmp_path, caplog):
+    from fluxmem.train.run import COMPLETE_MARK, last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step in (2, 4, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text('{"glo')  # torn
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")  # runs saved before the mark
+    (tmp_path / "checkpoint-4" / COMPLETE_MARK).write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-10 not saved whole (interrupted while saving?): resuming from checkpoint-4." in caplog.text

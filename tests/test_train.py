@@ -212,6 +212,7 @@ def test_resume_continues_at_the_saved_step(workspace):
     first = _config(workspace, "resume", max_steps=4, save_steps=2, logging_steps=1)
     train(first)
     assert sorted(os.listdir(first.output_dir)).count("checkpoint-4") == 1
+    assert os.path.isfile(os.path.join(first.output_dir, "checkpoint-4", "fluxmem_complete"))  # saved whole
     capture = _Capture()
     second = _config(workspace, "resume", max_steps=8, save_steps=2, logging_steps=1, resume_from_checkpoint="last")
     result = train(second, callbacks=[capture.callback])

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "fluxmem.json"
 CONFIG_FILE = "fluxmem_train.yaml"
+COMPLETE_MARK = "fluxmem_complete"
 
 
 @dataclass
@@ -127,15 +129,57 @@ def training_arguments(config: TrainConfig):
     )
 
 
+def checkpoint_marker():
+    """A Trainer callback that marks each checkpoint complete (``fluxmem_complete``) once the
+    Trainer has saved all of it: a crash while saving leaves a checkpoint without the mark, which
+    ``resume_from_checkpoint: last`` then passes over."""
+    from transformers import TrainerCallback
+
+    class CheckpointMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_text(folder / COMPLETE_MARK, json.dumps({"step": state.global_step}) + "\n")
+
+    return CheckpointMarker()
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` of ``folder`` that was saved whole (it carries the mark of
+    :func:`checkpoint_marker`); a newer one without it (a crash while saving) is passed over with a
+    warning. Checkpoints from runs before the mark: the newest whose ``trainer_state.json`` (the
+    Trainer's last file) reads."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    steps = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    marked = [p for _, p in steps if (p / COMPLETE_MARK).is_file()]
+    complete = marked or [p for _, p in steps if _reads_as_json(p / "trainer_state.json")]
+    if not complete:
+        return None
+    torn = [p.name for _, p in steps if p not in complete and int(p.name.split("-")[1]) > int(complete[0].name.split("-")[1])]
+    if torn:
+        logger.warning("%s not saved whole (interrupted while saving?): resuming from %s.", ", ".join(torn), complete[0].name)
+    return str(complete[0])
+
+
+def _reads_as_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_checkpoint(config: TrainConfig) -> str | None:
-    """The checkpoint to resume from: a path, or "last" = the newest in output_dir (None if none)."""
+    """The checkpoint to resume from: a path, or "last" = the newest complete one in output_dir
+    (None if none)."""
     value = config.resume_from_checkpoint
     if value is None:
         return None
     if value in ("last", "latest", "auto"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        found = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+        found = last_complete_checkpoint(config.output_dir)
         if found is None:
             logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting fresh.", value, config.output_dir)
         return found
@@ -184,7 +228,7 @@ def _train(config: TrainConfig, *, callbacks=None) -> TrainResult:
         train_dataset=dataset,
         data_collator=SupervisedCollator(processor.tokenizer.pad_token_id),
         processing_class=processor,
-        callbacks=callbacks,
+        callbacks=[checkpoint_marker(), *(callbacks or [])],
         component_lrs={LLM: config.learning_rate, MERGER: config.merger_lr, VISION: config.vision_lr},
     )
     outcome = trainer.train(resume_from_checkpoint=checkpoint)
