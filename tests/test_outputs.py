@@ -514,3 +514,10 @@ def test_resume_passes_over_a_checkpoint_torn_while_saving(tmp_path, caplog):
     (tmp_path / "checkpoint-4" / COMPLETE_MARK).write_text("{}")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert "checkpoint-10 not saved whole (interrupted while saving?): resuming from checkpoint-4." in caplog.text
+
+
+def test_an_output_behind_a_link_is_written_at_the_link_target(tmp_path):
+    (tmp_path / "results").mkdir()
+    os.symlink(tmp_path / "results" / "scores.json", tmp_path / "latest.json")
+    write_text(tmp_path / "latest.json", "{}\n")
+    assert (tmp_path / "latest.json").is_symlink() and (tmp_path / "results" / "scores.json").read_text() == "{}\n"

@@ -311,8 +311,9 @@ def _fsync_path(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_file(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) for any writer (an image, a video, a
-    figure); when the block ends without error it is synced and renamed onto ``path``, else removed."""
-    target = Path(path)
+    figure); when the block ends without error it is synced and renamed onto ``path``, else removed.
+    A symbolic link at ``path`` is followed: its target is replaced, the link stays."""
+    target = Path(os.path.realpath(path))
     temporary = _temporary_name(target)
     try:
         yield temporary
