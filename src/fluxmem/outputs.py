@@ -11,7 +11,7 @@ Every file or folder a command writes goes through this module:
   same output refuses with one line naming the first (pid, start time, command). The lock is an
   ``fcntl.flock`` on a lock file next to the output (a file ``.NAME.lock`` beside an output file;
   ``.fluxmem.lock`` inside an output folder). The kernel drops it when the process ends, however it
-  ends, so no stale lock survives a crash. (``filelock``, the usual library, truncates the lock file
+  ends, so no stale lock survives a crash (POSIX: Linux, macOS). (``filelock``, the usual library, truncates the lock file
   when it tries a lock, which would erase the holder's name before the refusal can read it.)
 * :func:`write_text` / :func:`atomic_file` / :func:`atomic_dir` write to a temporary name in the
   same folder and rename into place (``os.replace``): a crash leaves the previous file or none,
@@ -27,6 +27,7 @@ import contextlib
 import errno
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import sys
@@ -204,8 +205,14 @@ def _holder(fd: int) -> str:
 @contextlib.contextmanager
 def output_lock(path: PathLike, *, flag: str = "--out", kind: str = "file", name: str | None = None) -> Iterator[Path]:
     """Hold the lock of an output while the block runs; refuse at once (one line naming the
-    holder) when another run holds it. Nested use in one process is allowed."""
-    import fcntl
+    holder) when another run holds it. Nested use in one process is allowed. Needs POSIX ``fcntl``
+    (Linux, macOS); elsewhere the output is not locked, and a warning says so."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        logging.getLogger(__name__).warning("outputs are not locked on this platform (no fcntl): run one command per output.")
+        yield lock_path(path, kind=kind, name=name)
+        return
 
     lock = lock_path(path, kind=kind, name=name)
     with _held_guard:

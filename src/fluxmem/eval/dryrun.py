@@ -152,8 +152,8 @@ def dry_run(bench: Benchmark, protocol: Protocol, items: Sequence[EvalItem], vid
     every resolved setting, the counts)."""
     started = time.perf_counter()
     with claim_output(out, flag="--out", kind="dir", writes=(QUERIES_FILE, DRY_RUN_FILE), what="queries",
-                      folders={"video folder": videos}) as out:
-        return _dry_run(bench, protocol, items, videos, out, started, loader_issues, settings)
+                      folders={"video folder": videos}) as folder:
+        return _dry_run(bench, protocol, items, videos, folder, started, loader_issues, settings)
 
 
 def _dry_run(bench, protocol, items, videos, out: Path, started: float, loader_issues, settings) -> DryRunResult:

@@ -793,7 +793,7 @@ def score_replies(
     """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
     ``scores.json``/``scores.md`` into ``out`` (checked against the inputs first, and locked)."""
     with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD), what="scores",
-                      inputs={"annotations": annotations, "replies": replies}) as out:
+                      inputs={"annotations": annotations, "replies": replies}) as folder:
         issues = DataIssues()
         bench = get_benchmark(benchmark)
         scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
@@ -802,6 +802,6 @@ def score_replies(
         scores["data"] = {"loader": issues.to_dict()}
         if issues.counts:
             table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
-        write_text(out / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-        write_text(out / SCORES_MD, table.to_markdown())
+        write_text(folder / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+        write_text(folder / SCORES_MD, table.to_markdown())
     return scores, table

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..outputs import atomic_file
 from .records import TIERS, MemoryTrace
 
