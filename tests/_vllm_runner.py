@@ -35,7 +35,7 @@ def main(spec_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     fluxmem = spec.get("fluxmem")
-    captured = capture_positions() if fluxmem is not None else None
+    captured = capture_positions()
     llm = LLM(
         model=spec["model"],
         dtype=spec.get("dtype", "float32"),
@@ -50,7 +50,7 @@ def main(spec_path: str) -> None:
         kv_cache_memory_bytes=256 << 20,  # a fixed KV cache: no check against the shared machine's free memory
         hf_overrides={"fluxmem": fluxmem} if fluxmem is not None else None,
     )
-    params = SamplingParams(max_tokens=spec.get("max_tokens", 12), temperature=0.0, logprobs=1)
+    params = SamplingParams(max_tokens=spec.get("max_tokens", 12), temperature=0.0)
     requests = []
     for group in spec["prompts"]:  # each prompt: video indices, "image" first for an image before them
         image = group[0] == "image"
@@ -71,7 +71,6 @@ def main(spec_path: str) -> None:
             "prompt_len": len(output.prompt_token_ids),
             "prompt_ids": list(output.prompt_token_ids),
             "tokens": list(completion.token_ids),
-            "logprobs": [step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids)],
         })
     if fluxmem is not None:
         from fluxmem.serving.common import recent_memory_stats

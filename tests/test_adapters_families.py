@@ -74,7 +74,8 @@ def test_switch_off_equals_stock_and_pruned_equals_language_model_by_hand(built,
     inputs = video_inputs(processor, frames16)
     stock = _new_tokens(model, inputs)
     assert stock == reference_pruned_greedy(model, inputs, None, NEW_TOKENS)  # the reference is sound
-    install(model, CONFIG, default_active=False)
+    # transformers' positions, as the reference's (Qwen2-VL's original rule: test_positions.py)
+    install(model, CONFIG, default_active=False, positions="transformers")
     try:
         assert _new_tokens(model, inputs) == stock
         assert _new_tokens(model, inputs, use_fluxmem=False) == stock

@@ -475,4 +475,4 @@ def test_model_answerer_hands_the_plan_and_generation_to_inference(monkeypatch, 
     assert seen["video"].shape[0] == 10 and seen["video"].shape[-1] == 3  # [T, H, W, 3] decoded frames
     assert seen["sampling"].fps == plan.sample_fps and seen["sampling"].min_pixels == 12544
     assert seen["max_new_tokens"] == 128
-    assert seen["generate"] == {"do_sample": False, "repetition_penalty": 1.05}
+    assert seen["generate"] == {"do_sample": False, "repetition_penalty": 1.05, "positions": "original"}

@@ -54,10 +54,13 @@ _SUBMODULES = frozenset({
 })
 
 
-def enable(model, config=None, **options):
+def enable(model, config=None, *, positions: str = "original", **options):
     """Switch FluxMem on for ``model`` (a model loaded with plain transformers), in place.
 
     ``options`` are :class:`FluxMemConfig` fields (``short_frames=8, medium_frames=64, ...``).
+    ``positions="original"`` (the default) numbers M-RoPE positions by the rule Qwen2-VL and
+    Qwen2.5-VL were trained with, also with the memory off; ``"transformers"`` keeps the installed
+    transformers' numbering (``generate(..., positions=...)`` per call; ``docs/models.md``).
     Only this instance changes; ``generate(..., use_fluxmem=False)`` still turns it off per call,
     and ``generate(..., fluxmem_stats=callback)`` hands the call's memory report to ``callback``.
     Checks first that the installed transformers behaves as fluxmem relies on
@@ -68,7 +71,7 @@ def enable(model, config=None, **options):
     from .memory import FluxMemConfig
 
     config = (config or FluxMemConfig()).replace(**options) if options else (config or FluxMemConfig())
-    install(model, config, default_active=True)
+    install(model, config, default_active=True, positions=positions)
     return model
 
 

@@ -45,6 +45,7 @@ def load_model(
     attn_implementation: str | None = None,
     fluxmem: FluxMemConfig | None = None,
     use_fluxmem: bool = True,
+    positions: str = "original",
 ):
     """``(model, processor)`` with the FluxMem switch installed: the memory settings are ``fluxmem``,
     else those saved under ``config.fluxmem`` (``fluxmem train``), else the defaults; on by default
@@ -53,7 +54,8 @@ def load_model(
     ``model_id`` is a local directory saved with ``save_pretrained`` or a Hugging Face id. With
     ``device="auto"`` a GPU is used when present (``device_map="auto"`` spreads a large model over
     several GPUs through accelerate). Settings saved under ``config.fluxmem`` (``fluxmem train``)
-    are the defaults for any option not given.
+    are the defaults for any option not given. ``positions`` is the switch's position rule
+    (``"original"``, or ``"transformers"`` for the installed transformers' numbering).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -69,7 +71,7 @@ def load_model(
         raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
     if (Path(source) / "adapter_config.json").is_file():  # LoRA adapters (fluxmem train with lora: true)
         return _load_adapters(source, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                              fluxmem=fluxmem, use_fluxmem=use_fluxmem)
+                              fluxmem=fluxmem, use_fluxmem=use_fluxmem, positions=positions)
     config = supported_config(source)
     config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
     vision = getattr(config, "vision_config", None)
@@ -85,7 +87,7 @@ def load_model(
         model = model.to(device)
     model.eval()
     processor = AutoProcessor.from_pretrained(source)
-    install(model, config_fluxmem, default_active=use_fluxmem)
+    install(model, config_fluxmem, default_active=use_fluxmem, positions=positions)
     return model, processor
 
 
@@ -143,7 +145,7 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(source)
-    install(model, state.config, default_active=state.default_active)
+    install(model, state.config, default_active=state.default_active, positions=state.positions)
     return model, processor
 
 

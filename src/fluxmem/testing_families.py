@@ -261,7 +261,8 @@ def _merge_reference(values: torch.Tensor, result) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8, *, deepstack: bool = True) -> list[int]:
+def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8, *, deepstack: bool = True,
+                            positions: torch.Tensor | None = None) -> list[int]:  # fmt: skip
     """Greedy tokens of the stock LANGUAGE MODEL run by hand on the tokens FluxMem keeps, at their
     original positions: the reference that ``generate(use_fluxmem=True)`` must equal.
 
@@ -269,7 +270,9 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8,
     ``get_rope_index``, ``language_model``) and :func:`fluxmem.memory.compress`; deepstack features
     (Qwen3-VL) are kept at the same positions as their tokens and merged over the same clusters.
     ``config=None`` keeps every token (the stock model); ``deepstack=False`` leaves the deepstack
-    features out (a negative control). One sample, one video, no images.
+    features out (a negative control). ``positions`` ``[3, 1, L]``: the prompt's M-RoPE positions
+    (default: the model's ``get_rope_index``); decoding continues one past their largest. One
+    sample, one video, no images.
     """
     from transformers import DynamicCache
 
@@ -288,12 +291,13 @@ def reference_pruned_greedy(model, inputs, config=None, max_new_tokens: int = 8,
     video = torch.cat(encoded.pooler_output)
     _, video_mask = core.get_placeholder_mask(ids, inputs_embeds=embeds, video_features=video)
     embeds = embeds.masked_scatter(video_mask, video)
-    positions, _ = core.get_rope_index(
-        ids,
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        video_grid_thw=grid_thw,
-        attention_mask=inputs.get("attention_mask"),
-    )
+    if positions is None:
+        positions, _ = core.get_rope_index(
+            ids,
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            video_grid_thw=grid_thw,
+            attention_mask=inputs.get("attention_mask"),
+        )
     levels = [torch.cat(level) for level in (getattr(encoded, "deepstack_features", None) or [])]
     is_video = ids[0] == video_token
     video_at = is_video.nonzero().squeeze(1)

@@ -12,8 +12,22 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError, UnsupportedModelError
+from ..errors import ConfigError, InputError, UnsupportedModelError
 from . import hf
+
+POSITION_RULES = ("original", "transformers")
+"""How M-RoPE positions are numbered: ``"original"`` (the default) the rule the model was trained
+with, text after a visual block at one past the largest position the block used; ``"transformers"``
+whatever the installed transformers' ``get_rope_index`` does (on transformers 5, text after a
+Qwen2-VL / Qwen2.5-VL video starts at the video's first position + max(H, W), see
+``docs/upstream/transformers-qwen2-vl-positions.md``)."""
+
+
+def check_positions(rule) -> str:
+    """``rule`` if it is one of :data:`POSITION_RULES`, else one clear error."""
+    if rule not in POSITION_RULES:
+        raise ConfigError(f"positions must be one of {', '.join(map(repr, POSITION_RULES))}, got {rule!r}.")
+    return rule
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,10 @@ class ModelAdapter:
     family: str = ""
     streaming: type | None = None
     """The family's :class:`~fluxmem.adapters.streaming.StreamOps` (``None``: no streaming session)."""
+    own_positions: bool = False
+    """Whether the family's original position rule differs from the installed transformers'
+    ``get_rope_index`` (then :meth:`rope_positions` numbers ``"original"`` positions itself);
+    False: transformers' rule is the original one and both rules are the same numbers."""
     steps_are_independent: bool = True
     """Whether the vision tower encodes each temporal grid step on its own, so that a video may be
     encoded step by step with the same result (checked per family; see streaming.md)."""
@@ -112,10 +130,12 @@ class ModelAdapter:
         second_per_grid_ts: torch.Tensor | None = None,
         mm_token_type_ids: torch.Tensor | None = None,
         mm_encoder_outputs: dict | None = None,
+        positions: str = "original",
         **_: object,
     ) -> PreparedInputs:
-        """Embed text, images and videos and compute positions, exactly as the stock forward; the
-        encoder outputs stay in ``extras`` for the family's per-token extras (deepstack)."""
+        """Embed text, images and videos exactly as the stock forward and number positions by the
+        rule ``positions`` (:data:`POSITION_RULES`; ``position_ids`` given win); the encoder outputs
+        stay in ``extras`` for the family's per-token extras (deepstack)."""
         encoded = mm_encoder_outputs or {}
         image_output = self.encoder_output("image", encoded, pixel_values, image_grid_thw)
         video_output = self.encoder_output("video", encoded, pixel_values_videos, video_grid_thw)
@@ -124,10 +144,11 @@ class ModelAdapter:
             None if image_output is None else hf.pooled(image_output),
             None if video_output is None else hf.pooled(video_output),
         )
-        rope_positions, rope_deltas = self.stock_positions(
+        rope_positions, rope_deltas = self.prompt_positions(
             input_ids,
             position_ids,
             mm_token_type_ids,
+            rule=positions,
             image_grid_thw=image_grid_thw,
             video_grid_thw=video_grid_thw,
             second_per_grid_ts=second_per_grid_ts,
@@ -175,19 +196,28 @@ class ModelAdapter:
         """Text embeddings with image and video features placed as the stock forward places them."""
         return hf.place_features(self.model, input_ids, image, video)
 
-    def stock_positions(
+    def prompt_positions(
         self,
         input_ids: torch.Tensor,
         position_ids: torch.Tensor | None,
         mm_token_type_ids: torch.Tensor | None,
+        *,
+        rule: str = "original",
         **rope_inputs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(M-RoPE positions [3, B, L], rope deltas)`` from the model's rope index; positions that
-        ``generate`` already computed win."""
-        positions, deltas = hf.rope_index(self.model, input_ids, mm_token_type_ids=mm_token_type_ids, **rope_inputs)
+        """``(M-RoPE positions [3, B, L], rope deltas)`` by :meth:`rope_positions`; positions the
+        caller passed win (their rows are used, the deltas still come from the rule)."""
+        positions, deltas = self.rope_positions(input_ids, rule=rule, mm_token_type_ids=mm_token_type_ids, **rope_inputs)
         if position_ids is not None:
             positions = hf.mrope_rows(position_ids)
         return positions, deltas
+
+    def rope_positions(self, input_ids: torch.Tensor, *, rule: str = "original", **rope_inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M-RoPE positions [3, B, L], rope deltas [B, 1])`` of a prompt by ``rule``; the deltas
+        are where text continues after it (one past its largest position) minus its length without
+        padding. The base family's original rule is transformers' own (``hf.rope_index``)."""
+        check_positions(rule)
+        return hf.rope_index(self.model, input_ids, **rope_inputs)
 
     def merged_grid(self, grid_thw) -> tuple[int, int, int]:
         t, h, w = (int(v) for v in grid_thw)

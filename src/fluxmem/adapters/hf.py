@@ -1,8 +1,8 @@
 """The one seam between fluxmem and transformers.
 
 Every detail fluxmem relies on that transformers could change lives here and nowhere else: the
-keyword under which a forward takes its key/value cache, the text model's forward, the rope index,
-where rope deltas are kept, the layout of positions, the vision encoder's outputs (deepstack
+keyword under which a forward takes its key/value cache, the text model's forward, the rope index
+(and where it puts text after a video, :func:`text_after_video`), where rope deltas are kept, the layout of positions, the vision encoder's outputs (deepstack
 levels included), placeholder placement, and cache growth, cropping, dropping, snapshots and sizes
 through the ``Cache`` and cache-layer API. :func:`check_model` verifies these assumptions on a
 model when fluxmem is switched on and raises one :class:`~fluxmem.errors.UnsupportedTransformersError`
@@ -14,6 +14,7 @@ The tested range is :data:`TESTED_RANGE` (the range ``pyproject.toml`` admits).
 from __future__ import annotations
 
 import inspect
+import warnings
 from functools import cache
 
 import torch
@@ -168,6 +169,55 @@ def rope_index(model, input_ids: torch.Tensor, *, mm_token_type_ids: torch.Tenso
     if second_per_grid_ts is not None and "second_per_grid_ts" in _parameters(type(core(model)).get_rope_index):
         options["second_per_grid_ts"] = second_per_grid_ts
     return core(model).get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids, **options)
+
+
+TEXT_RULES = {
+    "after_grid": "the video's first position + max(H, W)",
+    "after_max": "one past the largest position the video used",
+}
+"""Where text after a video may start: the rule transformers 5's Qwen2-VL / Qwen2.5-VL
+``get_rope_index`` follows (``after_grid``), and the one those models were trained with
+(``after_max``, the original Qwen code's; ``docs/upstream/transformers-qwen2-vl-positions.md``)."""
+
+STOCK_TEXT_RULE = {"qwen2_vl": "after_grid", "qwen2_5_vl": "after_grid"}
+"""The rule the installed transformers' ``get_rope_index`` is known to follow, per model type
+(:func:`check_model` measures it; a change is reported, never passed over)."""
+
+PROBE_STEPS = 4
+"""Grid steps of the probe video: more than its one merged cell, so the two rules differ."""
+
+
+def text_rule_probe(model) -> dict:
+    """A prompt that tells the rules apart: two text tokens, a video of :data:`PROBE_STEPS` grid
+    steps of one merged cell (1 s each), two text tokens; ``rope_index``'s keyword arguments."""
+    merge = int(model.config.vision_config.spatial_merge_size)
+    ids = [0, 0] + [int(model.config.video_token_id)] * PROBE_STEPS + [0, 0]
+    return {
+        "input_ids": torch.tensor([ids]),
+        "video_grid_thw": torch.tensor([[PROBE_STEPS, merge, merge]]),
+        "second_per_grid_ts": torch.tensor([1.0]),
+    }
+
+
+def text_rule_of(positions: torch.Tensor) -> tuple[str, str]:
+    """``(rule, numbers)`` of :func:`text_rule_probe`'s positions ``[3, 1, L]``: the name in
+    :data:`TEXT_RULES` (or ``"unknown"``) and the positions that decide it, in words."""
+    rows = positions[:, 0]
+    video = rows[:, 2 : 2 + PROBE_STEPS]
+    start, largest, after = int(video.min()), int(video.max()), int(rows[0, 2 + PROBE_STEPS])
+    numbers = f"video at {start}..{largest}, next text at {after}"
+    if after == largest + 1:
+        return "after_max", numbers
+    if after == start + 1:  # one merged cell: max(H, W) = 1
+        return "after_grid", numbers
+    return "unknown", numbers
+
+
+def text_after_video(model) -> tuple[str, str]:
+    """Which rule the installed ``get_rope_index`` follows for text after a video (measured)."""
+    probe = text_rule_probe(model)
+    positions, _ = rope_index(model, probe.pop("input_ids"), **probe)
+    return text_rule_of(positions)
 
 
 def full_positions(text: torch.Tensor, mrope: torch.Tensor) -> torch.Tensor:
@@ -436,7 +486,34 @@ def _model_problems(model, probe: bool) -> list[str]:
             _probe(model, problems)
         except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
             problems.append(f"the two-token probe failed ({type(error).__name__}: {error})")
+    if probe and not problems:
+        _check_text_rule(model, problems)
     return problems
+
+
+def _check_text_rule(model, problems: list[str]) -> None:
+    """Where ``get_rope_index`` puts text after a video, against :data:`STOCK_TEXT_RULE`: the other
+    known rule is a warning (``positions="transformers"`` then gives it), anything else an error."""
+    expected = STOCK_TEXT_RULE.get(getattr(model.config, "model_type", None))
+    if expected is None:
+        return
+    try:
+        rule, numbers = text_after_video(model)
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        problems.append(f"the video position probe failed ({type(error).__name__}: {error})")
+        return
+    if rule == expected:
+        return
+    if rule in TEXT_RULES:
+        warnings.warn(
+            f"transformers {installed_version()} changed where {type(model).__name__}'s get_rope_index puts text after "
+            f"a video: {TEXT_RULES[rule]} ({numbers}), no longer {TEXT_RULES[expected]}; positions='transformers' now "
+            "follows the new rule, fluxmem's default (original) positions are unchanged.",
+            UserWarning, stacklevel=2,
+        )  # fmt: skip
+        return
+    problems.append(f"get_rope_index numbers text after a video by an unknown rule ({numbers}; expected "
+                    f"{TEXT_RULES[expected]})")  # fmt: skip
 
 
 _CHECKED: dict[tuple, list[str]] = {}

@@ -2,8 +2,8 @@
 
 Qwen2.5-VL's predecessor and, for fluxmem, the same seam: one contiguous block of
 ``<|video_pad|>`` tokens per video, ``get_video_features`` / ``get_placeholder_mask`` /
-``get_rope_index`` with the same signatures, no extra per-token inputs. What differs is inside
-the stock methods, which the adapter calls rather than re-implements:
+``get_rope_index`` with the same signatures, no extra per-token inputs, the same original
+position rule. What differs:
 
 - M-RoPE temporal ids are the grid-step index (``start + t``); Qwen2.5-VL scales them by
   ``second_per_grid_ts * tokens_per_second``. ``get_rope_index`` ignores ``second_per_grid_ts``.
@@ -22,3 +22,6 @@ class Qwen2VLAdapter(Qwen2_5_VLAdapter):
     family = "Qwen2-VL"
     streaming = Qwen2VLStreamOps
     steps_are_independent = True
+
+    def temporal_interval(self, seconds_per_step):
+        return 1  # one position per grid step, whatever the fps

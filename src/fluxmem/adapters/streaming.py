@@ -10,7 +10,9 @@ registry (``adapters/registry.py``). What a family decides:
 * the prompt layout around the video (:meth:`StreamOps.prompt_ids`): the head (everything before
   the first visual token, independent of the question) and the tail (everything after the video);
 * positions: of a grid step's kept tokens (:meth:`StreamOps.step_block`), of the tail, and where
-  decoding continues (:class:`VideoLayout`), checked against the model's own rope index on a probe;
+  decoding continues (:class:`VideoLayout`), checked on a probe against the family's numbering by
+  the session's position rule (the adapter's ``rope_positions``: the original rule by default,
+  ``get_rope_index`` with ``positions="transformers"``);
 * how to run the language model on given embeddings and positions with a cache
   (:meth:`StreamOps.forward`) and the cache policy: cut by length, or (recurrent state, Qwen3.5)
   snapshot and restore (:attr:`StreamOps.can_cut`). Every transformers call goes through ``hf``.
@@ -193,10 +195,11 @@ class StreamOps:
         return PromptParts(self.encode_text(head), self.encode_text(tail))
 
     # ------------------------------------------------------------ positions
-    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float) -> VideoLayout:
-        """The video layout for a head of ``head_length`` tokens, checked against the model's own
-        position code (``get_rope_index``) so that a transformers version numbering positions
-        differently fails loudly instead of answering slightly wrong."""
+    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original") -> VideoLayout:
+        """The video layout for a head of ``head_length`` tokens, checked against the family's own
+        numbering by the rule ``positions`` (the adapter's ``rope_positions``) so that a
+        transformers version numbering positions differently fails loudly instead of answering
+        slightly wrong."""
         seconds_per_step = torch.tensor([self.temporal_patch_size / float(fps)], dtype=torch.float32)
         interval = self.temporal_interval(seconds_per_step)
         candidates = [VideoLayout(head_length, grid_hw, interval, rule) for rule in ("after_grid", "after_max")]
@@ -204,30 +207,29 @@ class StreamOps:
         interval_value = float(interval)
         long_probe = 2 if interval_value <= 0 else min(256, math.ceil(max(grid_hw) / interval_value) + 2)
         for steps in (1, long_probe):
-            expected = self._rope_reference(head_length, steps, grid_hw, seconds_per_step)
+            expected = self._rope_reference(head_length, steps, grid_hw, seconds_per_step, positions)
             candidates = [c for c in candidates if torch.equal(self._positions_for_probe(c, steps, 3), expected)]
         if not candidates:
             raise hf.unsupported([
-                (f"{self.adapter.family}'s get_rope_index numbers video positions in a way the session does not "
+                (f"{self.adapter.family}'s {positions!r} positions number a video in a way the session does not "
                 "reproduce (the offline path, model.generate with use_fluxmem=True, still works)")
             ], "the streaming session")  # fmt: skip
         return candidates[0]
 
     def temporal_interval(self, seconds_per_step: torch.Tensor) -> torch.Tensor:
-        """How far the temporal position moves per grid step (Qwen2.5-VL: tokens_per_second x the
-        step's seconds; a family that counts steps overrides this)."""
-        tokens_per_second = getattr(self.model.config.vision_config, "tokens_per_second", 1)
-        return tokens_per_second * seconds_per_step[0]
+        """How far the temporal position moves per grid step (the adapter's ``temporal_interval``:
+        Qwen2.5-VL tokens_per_second x the step's seconds, Qwen2-VL one), float32."""
+        return torch.as_tensor(self.adapter.temporal_interval(seconds_per_step[0]), dtype=torch.float32)
 
-    def _rope_reference(self, head_length, steps, grid_hw, seconds_per_step) -> torch.Tensor:
+    def _rope_reference(self, head_length, steps, grid_hw, seconds_per_step, positions: str = "original") -> torch.Tensor:
         height, width = grid_hw
         merge = self.spatial_merge_size
         text_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = [text_id] * head_length + [self.adapter.video_token_id] * (steps * height * width) + [text_id] * 3
         ids = torch.tensor([ids])
         grid = torch.tensor([[steps, height * merge, width * merge]])
-        positions, _ = hf.rope_index(self.model, ids, video_grid_thw=grid, second_per_grid_ts=seconds_per_step)
-        return positions[:, 0]
+        numbered, _ = self.adapter.rope_positions(ids, rule=positions, video_grid_thw=grid, second_per_grid_ts=seconds_per_step)
+        return numbered[:, 0]
 
     def _positions_for_probe(self, layout: VideoLayout, steps: int, tail: int) -> torch.Tensor:
         cells = torch.arange(layout.grid_hw[0] * layout.grid_hw[1])
@@ -331,11 +333,7 @@ class Qwen2_5_VLStreamOps(StreamOps):
 
 
 class Qwen2VLStreamOps(StreamOps):
-    """Qwen2-VL: temporal position = video start + grid step index."""
-
-
-    def temporal_interval(self, seconds_per_step: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(1.0, dtype=torch.float32)  # one position per grid step, whatever the fps
+    """Qwen2-VL: temporal position = video start + grid step index (the adapter's interval)."""
 
 
 class BlockLayout(VideoLayout):
@@ -439,9 +437,9 @@ class Qwen3VLStreamOps(StreamOps):
         ``i`` at ``i / fps`` s; a step's time is the mean of its first and last frame)."""
         return f"<{hf.step_seconds(step, fps, self.temporal_patch_size):.1f} seconds>"
 
-    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float) -> VideoLayout:
+    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original") -> VideoLayout:
         """A :class:`BlockLayout`, checked on a 3-step probe against the processor's own video text
-        and the model's ``get_rope_index``."""
+        and the model's ``get_rope_index`` (the family's original rule: ``positions`` changes nothing)."""
         layout = BlockLayout(head_length, grid_hw, lambda step: self.encode_text(self.timestamp_text(step, fps)))
         self._check_layout(layout, fps, steps=3)
         return layout

@@ -9,6 +9,11 @@ forward receives under the keyword :func:`hf.cache_argument` resolved), so ``gen
 loops and beam expansion all keep working; a decoding step after a pruned prefill whose cache
 does not carry it raises instead of running on.
 
+Positions follow the rule the switch was given (``positions=``, :data:`~fluxmem.adapters.base.POSITION_RULES`):
+by default the original rule, also when nothing is pruned (a prefill with videos gets the family's
+own positions, decoding continues one past the prompt's largest position); ``"transformers"``
+leaves every unpruned call to the stock forward and numbers pruned ones by ``get_rope_index``.
+
 Memory statistics belong to the call that produced them: ``generate(..., fluxmem_stats=callback)``
 (or ``forward``) hands the call's :class:`MemoryReport` to ``callback``, and
 ``get_state(model).last_report`` is the report of the last call made in the current thread / task.
@@ -29,13 +34,14 @@ import torch
 from ..errors import InputError
 from ..memory import FluxMemConfig
 from . import hf, registry
-from .base import ModelAdapter
+from .base import ModelAdapter, check_positions
 from .pruning import VideoReport, prune_prefill
 
 logger = logging.getLogger(__name__)
 
 # Keyword arguments the switch takes out of forward/generate calls.
 CALL_OPTIONS = ("use_fluxmem", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
+POSITIONS_OPTION = "positions"
 STATS_OPTION = "fluxmem_stats"
 _STATE = "_fluxmem_state"
 # Options given to generate(), seen by every forward call it makes (per thread / task).
@@ -95,6 +101,8 @@ class FluxMemState:
     adapter: ModelAdapter
     config: FluxMemConfig
     default_active: bool
+    positions: str = "original"
+    """The position rule (``"original"`` or ``"transformers"``), per call ``positions=``."""
     handle: torch.utils.hooks.RemovableHandle | None = None
 
     @property
@@ -127,7 +135,7 @@ class _Prefix:
     attention_mask: torch.Tensor  # [B, L'] mask of the pruned prefill
     original_length: int  # L
     pruned_length: int  # L'
-    rope_deltas: torch.Tensor | None  # [B, 1] next text position minus L
+    rope_deltas: torch.Tensor | None  # [B, 1] next text position minus the unpadded L
 
 
 def unwrap(model):
@@ -146,19 +154,20 @@ def get_state(model) -> FluxMemState | None:
     return getattr(unwrap(model), _STATE, None)
 
 
-def install(model, config: FluxMemConfig | None = None, *, default_active: bool) -> FluxMemState:
+def install(model, config: FluxMemConfig | None = None, *, default_active: bool, positions: str = "original") -> FluxMemState:
     """Install the switch on ``model`` (a second call updates the settings). Checks the installed
     transformers against what the switch relies on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
     config = config or FluxMemConfig()
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
+    check_positions(positions)
     hf.check_model(model)
     state = getattr(model, _STATE, None)
     if state is not None:
-        state.config, state.default_active = config, default_active
+        state.config, state.default_active, state.positions = config, default_active, positions
         return state
-    state = FluxMemState(adapter=adapter, config=config, default_active=default_active)
+    state = FluxMemState(adapter=adapter, config=config, default_active=default_active, positions=positions)
     state.handle = model.register_forward_pre_hook(_pre_forward, with_kwargs=True)
     object.__setattr__(model, _STATE, state)
     object.__setattr__(model, "generate", _generate_taking_options(model.generate, state))
@@ -179,16 +188,17 @@ def enabled(model, config: FluxMemConfig | None = None, **options):
     """FluxMem on for ``model`` inside the block; afterwards the model is as it was (switch removed,
     or its earlier settings back)."""
     before = get_state(model)
-    saved = None if before is None else (before.config, before.default_active)
+    saved = None if before is None else (before.config, before.default_active, before.positions)
     config = (config or (before.config if before is not None else FluxMemConfig()))
-    install(model, config.replace(**options) if options else config, default_active=True)
+    positions = options.pop(POSITIONS_OPTION, before.positions if before is not None else "original")
+    install(model, config.replace(**options) if options else config, default_active=True, positions=positions)
     try:
         yield model
     finally:
         if saved is None:
             detach(model)
         else:
-            before.config, before.default_active = saved
+            before.config, before.default_active, before.positions = saved
 
 
 def _generate_taking_options(generate, state: FluxMemState):
@@ -197,7 +207,11 @@ def _generate_taking_options(generate, state: FluxMemState):
 
     @functools.wraps(generate)
     def generate_with_fluxmem(*args, **kwargs):
-        options = {key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs}
+        options = {key: kwargs.pop(key) for key in (*CALL_OPTIONS, POSITIONS_OPTION) if key in kwargs}
+        if POSITIONS_OPTION in options:
+            check_positions(options[POSITIONS_OPTION])
+        # positions the caller passed win; those generate computes itself follow the switch's rule
+        options["caller_positions"] = kwargs.get("position_ids") is not None
         callback = kwargs.pop(STATS_OPTION, None)
         # generate() encodes the pixels itself and drops the grids before the prefill: keep them.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -243,6 +257,7 @@ def _pre_forward(module, args, kwargs):
     options.update({key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs})
     callback = kwargs.pop(STATS_OPTION, None)
     use = options.pop("use_fluxmem", None)
+    rule = check_positions(kwargs.pop(POSITIONS_OPTION, context.get(POSITIONS_OPTION, state.positions)))
 
     cache_name, cache = _cache_of(module, kwargs)
     past = hf.cache_length(cache)
@@ -260,7 +275,15 @@ def _pre_forward(module, args, kwargs):
     report = MemoryReport()
     active = state.default_active if use is None else bool(use)
     has_video = kwargs.get("pixel_values_videos") is not None or (kwargs.get("mm_encoder_outputs") or {}).get("video")
+    # positions of the family's original rule where transformers numbers them otherwise
+    renumber = rule == "original" and state.adapter.own_positions and bool(has_video)
+    if renumber and kwargs.get("position_ids") is not None and (call is None or call["options"]["caller_positions"]):
+        renumber = False  # positions the caller passed win
     if not active or not has_video:
+        if renumber:
+            kwargs = _renumbered_prefill(module, state, rule, _with_grids(state, context, kwargs), cache_name, cache)
+            if call is not None and kwargs.get(cache_name) is not None:
+                call["pruned"] = True
         _publish(state, call, report, callback)
         return args, kwargs  # text-only prompts and images run unpruned
     if kwargs.get("input_ids") is None:
@@ -269,14 +292,69 @@ def _pre_forward(module, args, kwargs):
 
     config = state.config.replace(**{k: v for k, v in options.items() if v is not None}) if options else state.config
     config.grid_steps(state.adapter.temporal_patch_size)
-    for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
-        if kwargs.get(key) is None and context.get(key) is not None:
-            kwargs[key] = _expand_per_sample(state.adapter, context, key, kwargs["input_ids"])
-    new = _pruned_prefill(module, state, config, kwargs, cache_name, cache, report)
+    kwargs = _with_grids(state, context, kwargs)
+    if renumber:
+        kwargs["position_ids"] = None  # generate's, by transformers' rule
+    new = _pruned_prefill(module, state, config, kwargs, cache_name, cache, report, rule)
     if call is not None and cache_name in new and new[cache_name] is not None:
         call["pruned"] = True
     _publish(state, call, report, callback)
     return args, new
+
+
+def _with_grids(state: FluxMemState, context: dict, kwargs: dict) -> dict:
+    """``kwargs`` with the grids generate() dropped before the prefill put back (per sample)."""
+    kwargs = dict(kwargs)
+    for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
+        if kwargs.get(key) is None and context.get(key) is not None and kwargs.get("input_ids") is not None:
+            kwargs[key] = _expand_per_sample(state.adapter, context, key, kwargs["input_ids"])
+    return kwargs
+
+
+def _text_positions(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The text row of a forward's ``position_ids`` (``[B, L]``): tokens counted along the mask."""
+    if mask is None:
+        return torch.arange(like.shape[1], device=like.device).expand(like.shape[0], -1)
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+def _remember_prefill(model, kwargs: dict, new: dict, cache_name: str, cache, mask, original_length: int, deltas) -> None:
+    """Let the decoding steps after a prefill the switch rewrote continue from its positions: a
+    cache (made here when the caller passed none) that carries the mapping."""
+    use_cache = kwargs.get("use_cache")
+    if use_cache is None:
+        use_cache = getattr(model.config.get_text_config(), "use_cache", True)
+    if use_cache and not model.training:
+        if cache is None:
+            cache = hf.new_cache(model)
+            new[cache_name] = cache
+        if mask is None:
+            mask = torch.ones(new["position_ids"].shape[1:], dtype=torch.long, device=new["position_ids"].device)
+        _PREFIXES[cache] = _Prefix(mask, original_length, mask.shape[1], deltas)
+
+
+def _renumbered_prefill(model, state: FluxMemState, rule: str, kwargs: dict, cache_name: str, cache) -> dict:
+    """An unpruned prefill with videos at the positions of ``rule`` (the stock forward does the rest)."""
+    input_ids = kwargs.get("input_ids")
+    if input_ids is None:
+        raise InputError("fluxmem numbers positions by the original rule from input_ids; pass input_ids, not "
+                         "inputs_embeds, or positions='transformers'.")  # fmt: skip
+    mask = kwargs.get("attention_mask")
+    mrope, deltas = state.adapter.rope_positions(
+        input_ids,
+        rule=rule,
+        mm_token_type_ids=kwargs.get("mm_token_type_ids"),
+        image_grid_thw=kwargs.get("image_grid_thw"),
+        video_grid_thw=kwargs.get("video_grid_thw"),
+        second_per_grid_ts=kwargs.get("second_per_grid_ts"),
+        attention_mask=mask,
+    )
+    new = dict(kwargs)
+    new["position_ids"] = hf.full_positions(_text_positions(mask, input_ids), mrope)
+    hf.set_rope_deltas(model, deltas)
+    _remember_prefill(model, kwargs, new, cache_name, cache, mask if mask is None or mask.ndim == 2 else None,
+                      input_ids.shape[1], deltas)  # fmt: skip
+    return new
 
 
 def _publish(state: FluxMemState, call: dict | None, report: MemoryReport, callback) -> None:
@@ -317,11 +395,11 @@ def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids
 
 
 def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: dict, cache_name: str, cache,
-                    report: MemoryReport) -> dict:  # fmt: skip
+                    report: MemoryReport, rule: str) -> dict:  # fmt: skip
     adapter = state.adapter
     started = time.perf_counter()
     input_ids = kwargs["input_ids"]
-    prepared = adapter.prepare(**kwargs)
+    prepared = adapter.prepare(**kwargs, positions=rule)
     pruned = prune_prefill(
         adapter,
         prepared,
@@ -339,24 +417,15 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
         if key in new:
             new[key] = None
     mask = pruned.attention_mask
-    text_positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     new["inputs_embeds"] = pruned.inputs_embeds
     new["attention_mask"] = mask
-    new["position_ids"] = hf.full_positions(text_positions, pruned.position_ids)
+    new["position_ids"] = hf.full_positions(_text_positions(mask, mask), pruned.position_ids)
     if kwargs.get("labels") is not None:
         new["labels"] = pruned.labels
     new.update(adapter.pruned_extras(prepared, pruned))
     if prepared.rope_deltas is not None:
         hf.set_rope_deltas(model, prepared.rope_deltas)
-
-    use_cache = kwargs.get("use_cache")
-    if use_cache is None:
-        use_cache = getattr(model.config.get_text_config(), "use_cache", True)
-    if use_cache and not model.training:
-        if cache is None:
-            cache = hf.new_cache(model)
-            new[cache_name] = cache
-        _PREFIXES[cache] = _Prefix(mask, pruned.original_length, mask.shape[1], prepared.rope_deltas)
+    _remember_prefill(model, kwargs, new, cache_name, cache, mask, pruned.original_length, prepared.rope_deltas)
     return new
 
 

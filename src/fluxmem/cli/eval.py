@@ -121,6 +121,7 @@ def settings_from_args(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
+        positions=args.positions,
     )
 
 

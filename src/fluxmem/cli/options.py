@@ -16,6 +16,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
     group.add_argument("--attn-implementation", default=None, help="sdpa, eager or flash_attention_2")
+    # adapters.base.POSITION_RULES, written out: --help imports no torch
+    group.add_argument("--positions", choices=("original", "transformers"), default="original",
+                       help="M-RoPE positions: original (the rule Qwen2-VL / Qwen2.5-VL were trained with: text after a "
+                       "video one past its largest position) or transformers (the installed transformers' numbering); "
+                       "default %(default)s")  # fmt: skip
 
 
 def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64) -> None:
@@ -73,6 +78,7 @@ def load(args: argparse.Namespace):
         attn_implementation=args.attn_implementation,
         fluxmem=config,
         use_fluxmem=not args.no_fluxmem,
+        positions=args.positions,
     )
 
 

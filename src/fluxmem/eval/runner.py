@@ -82,7 +82,7 @@ VOLATILE_FIELDS = ("latency_ms", "timings_ms", "peak_memory_mb", "peak_memory_ki
 
 #: Settings that decide the answers: a rerun into the same directory must match them.
 _FINGERPRINT_KEYS = (
-    "benchmark", "model", "use_fluxmem", "memory", "protocol", "protocol_settings", "tasks", "limit",
+    "benchmark", "model", "use_fluxmem", "memory", "positions", "protocol", "protocol_settings", "tasks", "limit",
     "video_prefix", "items_digest",
 )
 
@@ -125,9 +125,13 @@ class RunSettings:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str | None = None
+    positions: str = "original"
+    """The M-RoPE position rule (``"original"`` or ``"transformers"``, see ``docs/models.md``)."""
 
     def __post_init__(self) -> None:
         get_benchmark(self.benchmark)  # a clear error for an unknown name
+        if self.positions not in ("original", "transformers"):
+            raise ConfigError(f"positions must be 'original' or 'transformers', got {self.positions!r}.")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
         if not isinstance(self.protocol, Protocol):
@@ -156,6 +160,7 @@ class RunSettings:
             "model": self.model,
             "use_fluxmem": self.use_fluxmem,
             "memory": self.memory.to_dict() if self.use_fluxmem else None,
+            "positions": self.positions,
             "protocol": self.protocol.name,
             "protocol_settings": self.protocol.record(),
             "tasks": list(self.tasks) if self.tasks is not None else None,
@@ -319,8 +324,9 @@ class ModelAnswerer:
     ``second_per_grid_ts`` is ``2 / frames.sample_fps`` (the published protocol's reported
     spacing, or the true one), with the protocol's generation settings."""
 
-    def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True) -> None:
+    def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True, positions: str = "original") -> None:
         self.model, self.processor, self.protocol, self.use_fluxmem = model, processor, protocol, use_fluxmem
+        self.positions = positions
 
     def __call__(self, video: Path, start: float, end: float, prompt: str, *, frames: FramePlan,
                  min_pixels: int | None = None, max_pixels: int | None = None) -> Reply:
@@ -332,7 +338,7 @@ class ModelAnswerer:
         sampling = SamplingOptions(fps=frames.sample_fps, min_pixels=min_pixels, max_pixels=max_pixels)
         result = answer(self.model, self.processor, array, prompt, sampling=sampling,
                         max_new_tokens=self.protocol.max_new_tokens, use_fluxmem=self.use_fluxmem,
-                        **self.protocol.generation())
+                        positions=self.positions, **self.protocol.generation())
         memory = result.memory if self.use_fluxmem else {}
         return Reply(
             text=result.text,
@@ -429,6 +435,7 @@ def answer_item(
         "benchmark": item.benchmark,
         "task": item.task,
         "protocol": protocol.name,
+        "positions": settings.positions,
         "response": response,
         **base,
         "clip": [fitted.clip_start, fitted.clip_end],
@@ -529,7 +536,8 @@ def _run_benchmark(settings, *, model, processor, answerer, dist, on_record, pro
             model, processor, device = _load_model(settings, dist)
         else:
             device = str(getattr(model, "device", "cpu"))
-        answerer = ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem)
+        answerer = ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem,
+                                 positions=settings.positions)
     peak = _PeakMemory(device) if pending else None
     answers_path = out / dist.answers_file
     videos = VideoMetaCache()
@@ -561,7 +569,7 @@ def _load_model(settings: RunSettings, dist: DistEnv):
     model, processor = load_model(
         settings.model, device=device, dtype=settings.dtype,
         attn_implementation=settings.attn_implementation, fluxmem=settings.memory,
-        use_fluxmem=settings.use_fluxmem,
+        use_fluxmem=settings.use_fluxmem, positions=settings.positions,
     )
     return model, processor, device
 

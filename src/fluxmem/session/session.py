@@ -106,6 +106,8 @@ class StreamSession:
     scene-change event when a grid step's change fraction exceeds ``gamma``, answering
     ``instruction`` when given. ``keep_frames=True`` keeps the sampled frames so that
     :meth:`offline_inputs` can rebuild the offline inputs (memory grows with the stream).
+    ``positions`` is the position rule (default: the switch's on ``model``, else ``"original"``;
+    ``"transformers"`` numbers as the installed transformers' ``get_rope_index``).
     """
 
     def __init__(
@@ -126,9 +128,11 @@ class StreamSession:
         instruction: str | None = None,
         instruction_max_new_tokens: int = 64,
         keep_frames: bool = False,
+        positions: str | None = None,
         **memory_options,
     ) -> None:
         from ..adapters import get_state
+        from ..adapters.base import check_positions
 
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
             raise ConfigError(f"fps must be a positive number of frames per second, got {fps!r}.")
@@ -146,6 +150,7 @@ class StreamSession:
         state = get_state(model)
         base = config or (state.config if state is not None else FluxMemConfig())
         self.config = base.replace(**memory_options) if memory_options else base
+        self.positions = check_positions(positions or (state.positions if state is not None else "original"))
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
         hf.check_model(self.ops.model, "the streaming session")
         self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
@@ -381,7 +386,7 @@ class StreamSession:
         if self._layout is None:
             parts = self.ops.prompt_ids(self._render("?", [], with_video=True))
             self._head = parts.head
-            self._layout = self.ops.layout(len(parts.head), self._memory.grid_hw, self.fps)
+            self._layout = self.ops.layout(len(parts.head), self._memory.grid_hw, self.fps, self.positions)
 
     def _extend_cache(self) -> None:
         """Append the keys/values of the frames that became final (the head first)."""
@@ -546,7 +551,7 @@ class StreamSession:
 
     def offline_generate_options(self) -> dict:
         """``generate`` options that make the offline switch use this session's memory settings."""
-        return {"use_fluxmem": True, **self.config.to_dict()}
+        return {"use_fluxmem": True, "positions": self.positions, **self.config.to_dict()}
 
     # ================================================================== stats
     def _memory_summary(self) -> dict:

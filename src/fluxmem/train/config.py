@@ -104,6 +104,8 @@ class TrainConfig:
     medium_frames: int = 64
     direct_drop_sim: float | None = 0.8
     pair_sim_threshold: float | None = None
+    positions: str = "original"
+    """M-RoPE positions: the rule Qwen2-VL / Qwen2.5-VL were trained with, or "transformers"."""
 
     # --- what to train
     tune_llm: bool = True
@@ -174,6 +176,8 @@ class TrainConfig:
             raise ConfigError(f"model_dtype must be auto, bfloat16, float16 or float32, got {self.model_dtype!r}.")
         if not (self.tune_llm or self.tune_merger or self.tune_vision or self.lora):
             raise ConfigError("nothing to train: set tune_llm, tune_merger, tune_vision or lora to true.")
+        if self.positions not in ("original", "transformers"):
+            raise ConfigError(f"positions must be original or transformers, got {self.positions!r}.")
         self.memory_config()  # validates short_frames / medium_frames / similarities
 
     def require_runnable(self) -> None:

@@ -58,7 +58,7 @@ def load_for_training(config: TrainConfig):
     processor = AutoProcessor.from_pretrained(config.model)
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    install(model, config.memory_config(), default_active=config.use_fluxmem)
+    install(model, config.memory_config(), default_active=config.use_fluxmem, positions=config.positions)
     model.config.fluxmem = config.fluxmem_record()
     model.config.use_cache = False
     model = prepare_parameters(model, config)

@@ -117,6 +117,7 @@ class FluxMemQwen2_5_VL(lmms):
         system_prompt: str | None = None,
         cache_videos: bool = True,
         strict: bool = False,
+        positions: str = "original",
         **unused,
     ) -> None:
         super().__init__()
@@ -141,6 +142,9 @@ class FluxMemQwen2_5_VL(lmms):
         )
         self.memory_config.grid_steps()  # short_frames below one grid step fails here, not mid-run
         self.use_fluxmem = _bool("use_fluxmem", use_fluxmem)
+        if positions not in ("original", "transformers"):
+            raise ConfigError(f"positions must be original or transformers, got {positions!r}.")
+        self.positions = positions
         try:
             fps = float(fps)
         except (TypeError, ValueError):
@@ -179,6 +183,7 @@ class FluxMemQwen2_5_VL(lmms):
             attn_implementation=attn_implementation,
             fluxmem=self.memory_config,
             use_fluxmem=self.use_fluxmem,
+            positions=positions,
         )
         self._device = self.model.device
 
