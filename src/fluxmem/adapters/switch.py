@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputError
-from ..memory import FluxMemConfig
+from ..errors import ConfigError, InputError
+from ..memory import FluxMemConfig, check_config
 from . import hf, registry
 from .base import ModelAdapter
 from .pruning import VideoReport, prune_prefill
@@ -151,7 +151,7 @@ def install(model, config: FluxMemConfig | None = None, *, default_active: bool)
     transformers against what the switch relies on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
-    config = config or FluxMemConfig()
+    config = check_config(config) or FluxMemConfig()
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
     hf.check_model(model)
     state = getattr(model, _STATE, None)
@@ -180,7 +180,7 @@ def enabled(model, config: FluxMemConfig | None = None, **options):
     or its earlier settings back)."""
     before = get_state(model)
     saved = None if before is None else (before.config, before.default_active)
-    config = (config or (before.config if before is not None else FluxMemConfig()))
+    config = check_config(config) or (before.config if before is not None else FluxMemConfig())
     install(model, config.replace(**options) if options else config, default_active=True)
     try:
         yield model
@@ -198,7 +198,7 @@ def _generate_taking_options(generate, state: FluxMemState):
     @functools.wraps(generate)
     def generate_with_fluxmem(*args, **kwargs):
         options = {key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs}
-        callback = kwargs.pop(STATS_OPTION, None)
+        callback = _stats_callback(kwargs.pop(STATS_OPTION, None))
         # generate() encodes the pixels itself and drops the grids before the prefill: keep them.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
@@ -218,6 +218,15 @@ def _generate_taking_options(generate, state: FluxMemState):
         return result
 
     return generate_with_fluxmem
+
+
+def _stats_callback(callback):
+    if callback is not None and not callable(callback):
+        raise ConfigError(
+            f"{STATS_OPTION} must be a function that takes the call's MemoryReport (e.g. reports.append), "
+            f"got {type(callback).__name__} {callback!r}."
+        )
+    return callback
 
 
 def _cache_of(module, kwargs: dict):
@@ -241,7 +250,7 @@ def _pre_forward(module, args, kwargs):
     context = dict(call["options"]) if call is not None else {}
     options = {key: context[key] for key in CALL_OPTIONS if key in context}
     options.update({key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs})
-    callback = kwargs.pop(STATS_OPTION, None)
+    callback = _stats_callback(kwargs.pop(STATS_OPTION, None))
     use = options.pop("use_fluxmem", None)
 
     cache_name, cache = _cache_of(module, kwargs)

@@ -14,6 +14,8 @@ import argparse
 from ..errors import ConfigError
 from . import options
 
+MIN_GIF_FPS = 0.002  # a GIF stores each frame's delay in 1/100 s in 16 bits: 655.35 s at most
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     options.add_sampling_options(parser)
     group = parser.add_argument_group("pictures")
     group.add_argument("--animation", choices=("mp4", "gif", "none"), default="mp4", help="overlay animation format (default %(default)s)")
-    group.add_argument("--animation-fps", type=float, default=2.0, help="overlays per second in the animation (default %(default)s)")
+    group.add_argument("--animation-fps", type=options.positive_float, default=2.0, help="overlays per second in the animation (default %(default)s)")
     group.add_argument(
         "--display",
         choices=("blend", "first", "last"),
@@ -46,11 +48,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_fluxmem:
         raise ConfigError("visualize shows what FluxMem keeps and drops; run it without --no-fluxmem.")
-    if args.animation_fps <= 0:
-        raise ConfigError(f"--animation-fps must be > 0, got {args.animation_fps}.")
+    if args.animation == "gif" and args.animation_fps < MIN_GIF_FPS:
+        raise ConfigError(
+            f"--animation-fps {args.animation_fps:g} is too slow for a GIF (it holds a frame at most 655 s); "
+            f"use --animation-fps >= {MIN_GIF_FPS} or --animation mp4."
+        )
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
     options.check_model_options(args)
+    options.check_pixel_budget(args)
     check_out_dir(args.out)
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)

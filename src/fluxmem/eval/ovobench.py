@@ -629,6 +629,12 @@ def score_ovobench_replies(
                     continue
             rec = dict(rec, uid=uid)
         recs.append(rec)
+    known = {item.uid for item in items}
+    if items and not any(str(rec.get("uid")) in known for rec in recs):
+        raise InputError(
+            f"replies file {str(replies_jsonl)!r} holds no reply to any question of the annotations ({len(recs)} records "
+            'read); write one JSON line per question: {"id": ID, "response": "..."}.'
+        )
     return score_ovobench(items, dedupe_by_uid(recs, iss), iss)
 
 
