@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = options.memory_config(args)
     options.check_model_options(args)
     options.check_pixel_budget(args)
-    check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
+    port = check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
     model, processor = options.load(args)
     demo = build_demo(
         model,
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens,
     )
-    url = serve(demo, host=args.host, port=args.port, block=False, quiet=True)  # quiet: no Gradio share hint
+    url = serve(demo, host=args.host, port=port, block=False, quiet=True)  # quiet: no Gradio share hint
     print(f"FluxMem demo on {url} (Ctrl+C to stop)", flush=True)
     try:
         demo.block_thread()
@@ -57,12 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_port_free(host: str, port: int) -> None:
-    """One line, before the model loads, when the port is taken (port 0 = any free port)."""
+def check_port_free(host: str, port: int) -> int:
+    """The port to serve on: ``port`` when it is free (one line, before the model loads, when it is
+    taken), or for port 0 a free port that the system picks now."""
     import socket
 
-    if port == 0:
-        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
@@ -75,3 +74,4 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(
                 f"--port {port}: {host}:{port} is not free ({error.strerror}; another demo or server?); pass another --port."
             ) from None
+        return probe.getsockname()[1]

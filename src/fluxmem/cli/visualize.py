@@ -14,8 +14,6 @@ import argparse
 from ..errors import ConfigError
 from . import options
 
-MIN_GIF_FPS = 0.002  # a GIF stores each frame's delay in 1/100 s in 16 bits: 655.35 s at most
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -48,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_fluxmem:
         raise ConfigError("visualize shows what FluxMem keeps and drops; run it without --no-fluxmem.")
-    if args.animation == "gif" and args.animation_fps < MIN_GIF_FPS:
-        raise ConfigError(
-            f"--animation-fps {args.animation_fps:g} is too slow for a GIF (it holds a frame at most 655 s); "
-            f"use --animation-fps >= {MIN_GIF_FPS} or --animation mp4."
-        )
+    from ..viz.animation import check_fps
+
+    check_fps(args.animation_fps, "--animation-fps")
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
     options.check_model_options(args)

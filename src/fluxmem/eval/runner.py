@@ -133,6 +133,8 @@ class RunSettings:
                 min_pixels=self.min_pixels, max_pixels=self.max_pixels, max_new_tokens=self.max_new_tokens,
                 past_end=self.past_end, repetition_penalty=self.repetition_penalty)
             object.__setattr__(self, "protocol", resolved)
+        if Path(self.videos).is_file():
+            raise InputError(f"--videos {self.videos} is a file; pass the directory the annotations' video paths are relative to.")
         if not Path(self.videos).is_dir():
             raise InputError(f"video directory {self.videos} does not exist; pass --videos DIR.")
         if not Path(self.annotations).exists():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .animation import FORMATS, write_animation
+from .animation import FORMATS, check_fps, write_animation
 from .overlay import draw_step
 from .plot import plot_tokens
 from .records import MemoryTrace, trace_video
@@ -65,5 +65,7 @@ def visualize(
     progress: bool = False,
 ) -> Visualization:
     """:func:`trace_video` then :func:`write_pictures`: every picture of one video under ``out_dir``."""
+    if animation is not None:
+        check_fps(animation_fps)  # before the model runs
     trace = trace_video(model, processor, video, config=config, sampling=sampling, display=display, progress=progress)
     return write_pictures(trace, out_dir, animation=animation, animation_fps=animation_fps)
