@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = options.sampling_options(args)
     options.memory_config(args)
     options.check_model_options(args)
-    options.check_pixel_budget(args)
     check_question(args.question)
+    options.check_model(args)
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)
     result = answer(

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the demo runs on the FluxMem streaming session; run it without --no-fluxmem.")
     config = options.memory_config(args)
     options.check_model_options(args)
-    options.check_pixel_budget(args)
     port = check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
+    options.check_model(args)
     model, processor = options.load(args)
     demo = build_demo(
         model,

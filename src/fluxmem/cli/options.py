@@ -234,13 +234,13 @@ def check_model_options(args: argparse.Namespace) -> None:
             args.attn_implementation = "sdpa"
 
 
-def check_pixel_budget(args: argparse.Namespace) -> None:
-    """--min-pixels / --max-pixels against each other and against the model's floor of one visual
-    token, read from its config alone (before any weight loads)."""
-    low, high = getattr(args, "min_pixels", None), getattr(args, "max_pixels", None)
-    if low is None and high is None:
-        return
+def check_model(args: argparse.Namespace) -> None:
+    """The model's directory and config (a missing or broken config.json, an unsupported family),
+    then --min-pixels / --max-pixels against each other and against the model's floor of one
+    visual token: from the config alone, before any weight loads."""
     from ..loading import token_pixels
-    from ..video import check_pixel_budget as check
+    from ..video import check_pixel_budget
 
-    check(low, high, token_pixels(args.model) if getattr(args, "model", "") else None, flags=("--min-pixels", "--max-pixels"))
+    floor = token_pixels(args.model)
+    check_pixel_budget(getattr(args, "min_pixels", None), getattr(args, "max_pixels", None), floor,
+                       flags=("--min-pixels", "--max-pixels"))

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
     memory = options.memory_config(args)
     options.check_model_options(args)
-    options.check_pixel_budget(args)
     _check_out(args.out)
+    options.check_model(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
     out_file = None

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
     options.check_model_options(args)
-    options.check_pixel_budget(args)
     check_out_dir(args.out)
+    options.check_model(args)
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)
     result = visualize(
