@@ -151,7 +151,7 @@ def test_eval_negative_context_is_rejected(fixtures, tmp_path, capsys):
     argv = ["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--videos", str(sb["videos"]),
             "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-model"), "--context", "-5"]
     assert main(argv) == 2
-    _one_line(capsys, "--context must be seconds >= 0 (0 = all of the past), got -5")
+    _one_line(capsys, "argument --context: must be seconds >= 0, got '-5'")
     assert not (tmp_path / "o").exists()
 
 

@@ -47,6 +47,7 @@ from .common import (
     Tally,
     _issues,
     as_answer_map,
+    check_replies_file,
     column_dict,
     dedupe_by_uid,
     iter_jsonl,
@@ -603,6 +604,7 @@ def score_ovobench_replies(
     lines carrying a ``uid`` are taken as is. The first line per question is kept.
     ``annotations``: the annotation file, or items already loaded."""
     iss = _issues(issues)
+    check_replies_file(Path(replies_jsonl))
     if isinstance(annotations, (str, os.PathLike)):
         items = load_ovobench(annotations, tasks=tasks, issues=iss)
     else:

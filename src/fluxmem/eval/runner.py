@@ -781,8 +781,6 @@ def score_replies(
         raise ConfigError(f"context must be seconds >= 0 before each question (None: all of the past), got {context!r}.")
     if Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"out {str(out)!r} is a file; pass a directory for scores.json and scores.md (created if missing).")
-    if replies is not None:
-        _check_replies_file(Path(replies))
     issues = DataIssues()
     bench = get_benchmark(benchmark)
     scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
@@ -797,17 +795,3 @@ def score_replies(
     _atomic_write(out / SCORES_MD, table.to_markdown())
     return scores, table
 
-
-def _check_replies_file(path: Path) -> None:
-    """A replies file is an existing UTF-8 text file; one line naming what it is instead."""
-    if path.is_dir():
-        raise InputError(f"replies {str(path)!r} is a directory; pass the JSON-lines file of replies.")
-    if not path.is_file():
-        raise InputError(f"replies file {str(path)!r} does not exist; check the path.")
-    head = path.read_bytes()
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
-        raise InputError(f"replies file {str(path)!r} is UTF-16 encoded; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8).")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"replies file {str(path)!r} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
