@@ -69,7 +69,7 @@ def frame_count(text: str) -> int:
 
 def pixel_budget(text: str) -> int:
     """Pixels per frame: a positive integer (the model's own floor, one token, is checked once its
-    config is read: :func:`check_pixel_budget`)."""
+    config is read: :func:`check_model`)."""
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a number of pixels >= 1, e.g. 401408 = 512*28*28, got {text!r}")
@@ -95,8 +95,11 @@ def similarity(text: str) -> float | None:
 
 
 def attention(text: str) -> str:
-    if text not in ATTENTION_IMPLEMENTATIONS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {text!r}")
+    """One of transformers' attention implementations, or a kernel from the Hub (``owner/name``)."""
+    if text not in ATTENTION_IMPLEMENTATIONS and text.count("/") != 1:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or a Hub kernel such as kernels-community/flash-attn), got {text!r}"
+        )
     return text
 
 
