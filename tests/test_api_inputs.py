@@ -46,8 +46,8 @@ CONFIGS = [
     ("compress integer features", lambda: compress(torch.ones(16, 8, dtype=torch.long), (4, 2, 2)), InputError,
      "features must be a floating-point torch.Tensor [T*H*W, D], got a torch.int64 tensor; e.g. torch.from_numpy(array).float()."),
     ("compress with a dict config", lambda: compress(_features(), (4, 2, 2), {"short_frames": 2}), ConfigError,
-     "config must be a FluxMemConfig (e.g. FluxMemConfig(short_frames=8) or FluxMemConfig.from_dict({...})), "
-     "got dict {'short_frames': 2}."),
+     ("config must be a FluxMemConfig (e.g. FluxMemConfig(short_frames=8) or FluxMemConfig.from_dict({...})), "
+      "got dict {'short_frames': 2}.")),
     ("compress NaN features", lambda: compress(_features().index_fill(0, torch.tensor([3]), math.nan), (4, 2, 2)), InputError,
      "features hold NaN or infinite values; FluxMem's similarities are undefined on them (check the vision encoder's output)."),
     ("SamplingOptions(max_pixels='big')", lambda: _sampling(max_pixels="big"), ConfigError,
@@ -175,14 +175,14 @@ def ovo(tmp_path_factory):
 
 
 SCORING = [
-    ("out is a file", dict(out="{file}"), InputError,
+    ("out is a file", {"out": "{file}"}, InputError,
      r"^out '.*notes\.txt' is a file; pass a directory for scores\.json and scores\.md \(created if missing\)\.$"),
-    ("replies is a directory", dict(replies="{dir}"), InputError,
+    ("replies is a directory", {"replies": "{dir}"}, InputError,
      r"^replies '.*' is a directory; pass the JSON-lines file of replies\.$"),
-    ("context -5.0", dict(context=-5.0), ConfigError,
+    ("context -5.0", {"context": -5.0}, ConfigError,
      r"^context must be seconds >= 0 before each question \(None: all of the past\), got -5\.0\.$"),
-    ("context NaN", dict(context=math.nan), ConfigError, r"^context must be seconds >= 0 .*got nan\.$"),
-    ("replies with no usable reply", dict(replies="{empty}"), InputError,
+    ("context NaN", {"context": math.nan}, ConfigError, r"^context must be seconds >= 0 .*got nan\.$"),
+    ("replies with no usable reply", {"replies": "{empty}"}, InputError,
      r"^replies file '.*empty\.jsonl' holds no reply to any question of the annotations \(0 records read\)"),
 ]
 

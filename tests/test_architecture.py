@@ -191,8 +191,8 @@ class _Reaches(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self._check(node.lineno, node.value, node.attr)
-        if isinstance(node.value, ast.Name) and node.value.id in self.package and node.attr != "trainer_utils":
-            if importlib.util.find_spec(f"transformers.{node.attr}") is not None:
+        if (isinstance(node.value, ast.Name) and node.value.id in self.package and node.attr != "trainer_utils"
+                and importlib.util.find_spec(f"transformers.{node.attr}") is not None):
                 self.found.append((node.lineno, f"{node.value.id}.{node.attr} (a transformers submodule)"))
         self.generic_visit(node)
 
@@ -242,7 +242,7 @@ def test_the_architecture_document_lists_the_same_dependencies():
     the real graph."""
     text = DOC.read_text()
     table = text[text.index("<!-- imports"): text.index("<!-- /imports -->")]
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", table, flags=re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", table, flags=re.MULTILINE))
     documented = {unit: set(re.findall(r"`(\w+)`", deps)) for unit, deps in rows.items()}
     real = {unit: deps - {"__init__"} for unit, deps in graph_units().items()}
     assert documented == real

@@ -23,9 +23,9 @@ class _Server(BaseHTTPRequestHandler):
     """A stand-in for ``fluxmem serve``: each chat request compresses its video (recorded under the
     request's uuid), then ANOTHER request's video is compressed before the client asks for stats."""
 
-    stats: dict = {}
+    stats: dict  # the statistics recorded per uuid (set by the fixture)
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         part = body["messages"][0]["content"][0]
         tokens = len(self.stats) + 10
@@ -33,7 +33,7 @@ class _Server(BaseHTTPRequestHandler):
         self.stats["someone-else"] = {"uuid": "someone-else", "tokens": 999, "kept": 1}  # processed meanwhile
         self._reply({"choices": [{"message": {"content": f"answer {tokens}"}}], "usage": {"prompt_tokens": tokens}})
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         query = parse_qs(urlparse(self.path).query)
         videos = [self.stats[query["uuid"][0]]] if "uuid" in query and query["uuid"][0] in self.stats else []
         if "uuid" not in query:  # the latest video, whoever sent it

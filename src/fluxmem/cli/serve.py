@@ -9,7 +9,6 @@ OpenAI client (``docs/serving.md``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -91,6 +90,7 @@ def _require_vllm() -> None:
     """One line naming the install command when vLLM cannot be imported (absent, or a partial
     install without its package metadata)."""
     import importlib.metadata
+    import importlib.util
 
     hint = "install the extra: pip install 'fluxmem-video[vllm]'"
     if importlib.util.find_spec("vllm") is None:

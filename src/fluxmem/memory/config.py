@@ -9,7 +9,6 @@ from typing import Any
 
 from ..errors import ConfigError
 
-
 RECORD_KEYS = ("use_fluxmem",)
 """Keys saved next to the memory parameters that are not parameters (read by the loaders)."""
 
@@ -60,7 +59,7 @@ class FluxMemConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "FluxMemConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> FluxMemConfig:
         """Build from a dict of memory parameters. ``use_fluxmem`` (the switch's default, which
         ``fluxmem train`` records next to them) is passed over; any other key is an error naming the
         closest parameter (a misspelt key never quietly leaves a default in place)."""
@@ -76,7 +75,7 @@ class FluxMemConfig:
                 raise ConfigError(f"unknown FluxMem setting {key!r}; {hint}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def replace(self, **changes: Any) -> "FluxMemConfig":
+    def replace(self, **changes: Any) -> FluxMemConfig:
         return type(self)(**{**self.to_dict(), **changes})
 
 
