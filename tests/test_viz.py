@@ -200,6 +200,7 @@ def test_records_keep_the_square_and_drop_the_static_background(trace):
         assert step.keep.sum() <= 3
     # the displayed picture is the frame the model saw: the square is red in its cell
     picture = trace.steps[3].image
+    # a decoded H.264 frame: the codec's lossy colour, so within a few levels of the drawn colour
     assert tuple(picture[28 + 14, 6 * 28 + 14]) == pytest.approx((255, 40, 40), abs=12)
 
 
@@ -257,7 +258,7 @@ def test_sdc_clusters_are_outlined_with_their_anchor_marked():
     assert step.anchors[0, 1] and step.sdc_dropped[0, 2] and not step.sdc_dropped[0, 1]
 
     picture = np.asarray(draw_step(step, width=84 * 4, banner=False))  # 112 px cells
-    lum = _luminance(picture)
+    lum = _luminance(picture)  # weighted RGB sums rounded to whole levels: within a level or two
     assert lum[170, 56] == pytest.approx(120, abs=1)  # untouched kept cell (row 1, col 0)
     assert lum[56, 56] == pytest.approx(120, abs=1)  # kept cell outside the cluster
     assert lum[56, 112 + 56] > 250  # anchor disc: white at the anchor's centre
