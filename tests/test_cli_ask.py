@@ -39,7 +39,7 @@ def test_ask_json_and_baseline(tiny_model_dir, square_clip, capsys):
     [
         (["{clip_dir}/missing.mp4", "q"], "not found"),
         (["{clip}", "q", "--short-frames", "1"], "less than one temporal grid step"),
-        (["{clip}", "q", "--short-frames", "-4"], "argument --short-frames: must be a number of raw frames >= 0"),
+        (["{clip}", "q", "--short-frames", "-4"], "short_frames must be >= 0 raw frames, got -4."),
         (["{clip}", "   "], "question is empty"),
         (["{clip}", "q", "--fps", "0"], "argument --fps: must be a number > 0"),
     ],

@@ -266,3 +266,15 @@ class _FakeDemoModule:
 
     def close(self):
         pass
+
+
+def test_serve_checks_the_encoder_device_is_here_unless_printing_a_command_for_elsewhere(files, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = _run(["serve", "{model}", "--encoder-device", "cuda:0"], files, capsys)
+    assert code == 2
+    assert "--encoder-device cuda:0: this machine has no CUDA GPU that torch can use" in _one_line(err, "serve")
+    assert main([arg.format(**files) for arg in [*SERVE, "--encoder-device", "cuda:0"]]) == 0  # --dry-run
+    assert '"device": "cuda:0"' in capsys.readouterr().out

@@ -15,15 +15,18 @@ DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "f
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
 
-def resolve_device(device: str = "auto", *, flag: str = "device") -> str:
+def resolve_device(device: str = "auto", *, flag: str = "device", here: bool = True) -> str:
     """The device to run on: ``auto`` is a GPU when torch sees one, else the CPU. A device that does
-    not exist here is an error naming ``flag`` (``cuda`` never quietly runs on the CPU)."""
+    not exist here is an error naming ``flag`` (``cuda`` never quietly runs on the CPU);
+    ``here=False`` checks the name alone (a command line written for another machine)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"{flag} {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if not here and parsed.type in ("cpu", "cuda", "mps"):
+        return device
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -59,12 +59,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def frame_count(text: str) -> int:
-    """Raw frames for a memory tier: an integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of raw frames >= 0, got {text!r}")
-    return value
+def whole_number(text: str) -> int:
+    return _number(text, int)
 
 
 def pixel_budget(text: str) -> int:
@@ -126,8 +122,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64) -> None:
     group = parser.add_argument_group("memory (FluxMem)")
-    group.add_argument("--short-frames", type=frame_count, default=short, help="raw frames kept whole (default %(default)s)")
-    group.add_argument("--medium-frames", type=frame_count, default=medium, help="raw frames at TAS level (default %(default)s)")
+    # whole numbers here; FluxMemConfig says what else a tier needs (>= 0, whole grid steps)
+    group.add_argument("--short-frames", type=whole_number, default=short, help="raw frames kept whole (default %(default)s)")
+    group.add_argument("--medium-frames", type=whole_number, default=medium, help="raw frames at TAS level (default %(default)s)")
     group.add_argument("--direct-drop-sim", type=similarity, default=0.8, help="TAS direct-drop similarity (none: off)")
     group.add_argument("--pair-sim-threshold", type=similarity, default=None, help="fixed TAS threshold instead of Otsu")
     group.add_argument("--no-fluxmem", action="store_true", help="run the unmodified model (baseline)")

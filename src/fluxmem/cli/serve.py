@@ -54,7 +54,8 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
         from ..loading import resolve_device, supported_config
 
         settings = options.memory_config(args).to_dict()  # whole grid steps: --short-frames 1 fails here
-        settings["device"] = resolve_device(args.encoder_device, flag="--encoder-device")
+        # a dry run may print the command for another machine: the device's name is checked, not its presence
+        settings["device"] = resolve_device(args.encoder_device, flag="--encoder-device", here=not args.dry_run)
         if args.encoder_dtype:
             settings["dtype"] = args.encoder_dtype
         ServingSettings.from_dict(settings)  # one clear error before vLLM starts
