@@ -80,6 +80,8 @@ def test_snapshot_of_the_prefix_serves_several_questions_exactly(pruned_prompt):
         reused = _run(model, tail, tail_positions, prefix)
         hf.restore(prefix, snapshot)
         assert hf.cache_length(prefix) == split
+        # the cached prefix and the full sequence run through matrix products of other shapes (and the
+        # linear-attention scan in other chunks): equal up to float rounding, the same argmax exactly
         torch.testing.assert_close(reused, full, rtol=1e-4, atol=1e-4)
         assert int(reused.argmax()) == int(full.argmax())
     # a session that crops the key/value layers back after a question (the Qwen2.5-VL way) answers

@@ -39,9 +39,9 @@ def test_ask_json_and_baseline(tiny_model_dir, square_clip, capsys):
     [
         (["{clip_dir}/missing.mp4", "q"], "not found"),
         (["{clip}", "q", "--short-frames", "1"], "less than one temporal grid step"),
-        (["{clip}", "q", "--short-frames", "-4"], "must be >= 0"),
+        (["{clip}", "q", "--short-frames", "-4"], "short_frames must be >= 0 raw frames, got -4."),
         (["{clip}", "   "], "question is empty"),
-        (["{clip}", "q", "--fps", "0"], "fps must be > 0"),
+        (["{clip}", "q", "--fps", "0"], "argument --fps: must be a number > 0"),
     ],
 )
 def test_ask_bad_input_is_one_clear_line(tiny_model_dir, square_clip, args, message, capsys):

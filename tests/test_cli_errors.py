@@ -77,7 +77,7 @@ def test_ctrl_c_during_start_up_exits_cleanly(tiny_model_dir, square_clip):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["--max-new-tokens", "0"], "argument --max-new-tokens: must be an integer >= 1, got '0'"),
         (["--device", "banana"], "--device 'banana' is not a device; use auto, cpu, cuda, cuda:N or mps."),
         (["--dtype", "int3"], "--dtype must be one of auto, bfloat16, float16 or float32"),
     ],
@@ -162,8 +162,8 @@ def stream_root(tmp_path_factory):
         ("empty", "holds no question; write one JSON object"),
         ("out-directory", "is a directory; give a file name for the answers"),
         ("out-missing-folder", "does not exist; create it first"),
-        ("fps", "--fps must be > 0 (frames per second to sample), got 0.0."),
-        ("max-new-tokens", "--max-new-tokens must be >= 1"),
+        ("fps", "argument --fps: must be a number > 0, got '0'"),
+        ("max-new-tokens", "argument --max-new-tokens: must be an integer >= 1, got '0'"),
     ],
 )
 def test_stream_mistakes_are_one_line(stream_root, tiny_model_dir, tmp_path, capsys, case, needle):

@@ -41,8 +41,8 @@ def test_score_ovobench_replies(fixtures, tmp_path, capsys):
     scores = json.loads((out / "scores.json").read_text())
     assert printed.startswith((out / "scores.md").read_text())
     assert scores["tasks"]["EPM"] == 100.0 and scores["tasks"]["ASI"] == 0.0
-    assert scores["categories"] == pytest.approx({"backward": 200 / 3, "realtime": 100.0, "forward": 100.0})
-    assert scores["overall"] == pytest.approx((200 / 3 + 200) / 3)
+    assert scores["categories"] == {"backward": 200 / 3, "realtime": 100.0, "forward": 100.0}
+    assert scores["overall"] == (200 / 3 + 200) / 3
     assert scores["counted"]["tasks"]["CRR"] == 1 and scores["skipped"] == {"no_reply": 1}
     warnings = scores["data"]["loader"]["warnings"]
     assert warnings["probe_missing"] == 1 and warnings["duplicate_uid"] == 1
@@ -67,7 +67,7 @@ def test_score_streamingbench_field(fixtures, tmp_path, capsys):
     rtvu = "Real-Time Visual Understanding"
     n = scores["counted"]["categories"][rtvu]
     assert n == 9  # the unparseable timestamp is skipped while loading
-    assert scores["categories"][rtvu] == pytest.approx(100 * expected_right / 9)
+    assert scores["categories"][rtvu] == 100 * expected_right / 9
     assert scores["robust"]["categories"][rtvu] == 100.0
     assert scores["skipped"] == {"bad_timestamp": 1}
     assert scores["settings"]["context"] is None
@@ -151,7 +151,7 @@ def test_eval_negative_context_is_rejected(fixtures, tmp_path, capsys):
     argv = ["eval", "streamingbench", "--annotations", str(sb["annotations"]), "--videos", str(sb["videos"]),
             "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-model"), "--context", "-5"]
     assert main(argv) == 2
-    _one_line(capsys, "--context must be seconds >= 0 (0 = all of the past), got -5")
+    _one_line(capsys, "argument --context: must be seconds >= 0, got '-5'")
     assert not (tmp_path / "o").exists()
 
 

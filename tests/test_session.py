@@ -61,7 +61,7 @@ def test_stepwise_encoding_equals_whole_video_encoding(tiny, frames):
         together = adapter.encode_video(whole["pixel_values_videos"], whole["video_grid_thw"])
         apart = torch.cat([session.ops.encode_step_parts(*session.ops.step_pixels(video[i : i + 2]))[0] for i in range(0, 8, 2)])
     assert together.shape == (4 * 16, model.config.text_config.hidden_size)
-    torch.testing.assert_close(apart, together, rtol=0, atol=1e-5)
+    assert torch.equal(apart, together)
 
 
 def test_full_prefill_equals_the_switch_pruned_prefill(tiny, frames):
@@ -81,7 +81,7 @@ def test_full_prefill_equals_the_switch_pruned_prefill(tiny, frames):
         _, block, next_position = session._prefill_block(QUESTION, use_cache=False)
         embeds, positions = block.embeds, block.positions
     assert torch.equal(positions, pruned.position_ids[:, 0])
-    torch.testing.assert_close(embeds, pruned.inputs_embeds[0], rtol=0, atol=1e-5)
+    assert torch.equal(embeds, pruned.inputs_embeds[0])
     # decoding continues where the stock rope deltas put it
     assert next_position == int(prepared.rope_deltas) + inputs["input_ids"].shape[1]
 
@@ -162,6 +162,8 @@ def test_cached_keys_equal_a_fresh_prefill_of_the_same_prefix(tiny, frames):
     with torch.inference_mode():
         ops.forward(torch.cat(embeds), torch.cat(positions, dim=1), fresh)
     for built, reference in zip(session._cache.layers, fresh.layers):
+        # built block by block, the deeper layers' keys come from attention over other query lengths
+        # than one prefill of the whole prefix: equal up to float rounding, not bit for bit
         torch.testing.assert_close(built.keys, reference.keys, rtol=0, atol=1e-4)
         torch.testing.assert_close(built.values, reference.values, rtol=0, atol=1e-4)
 

@@ -58,8 +58,11 @@ def test_frame_of_another_size_is_a_clear_error_and_changes_nothing(tiny, frames
 def test_empty_question_and_bad_options_are_clear_errors(tiny):
     model, processor = tiny
     session = StreamSession(model, processor, **MEMORY)
-    for question in ("", "   ", None):
+    for question in ("", "   "):
         with pytest.raises(InputError, match="question is empty"):
+            session.ask(question)
+    for question in (None, 123):
+        with pytest.raises(InputError, match=f"^the question must be a string, got {type(question).__name__} {question}.$"):
             session.ask(question)
     with pytest.raises(ConfigError, match="num_beams"):
         session.ask(QUESTION, num_beams=2)
@@ -133,8 +136,8 @@ def test_memory_cap_drops_oldest_long_term_frames_from_memory_and_cache(tiny):
     # not on its context) of the surviving long-term tokens equal the uncapped cache's last ones
     long_kept = capped.stats()["memory"]["tiers"]["long"]["kept"]
     mine, theirs = capped._cache.layers[0], free._cache.layers[0]
-    torch.testing.assert_close(mine.keys[..., -long_kept:, :], theirs.keys[..., -long_kept:, :], rtol=0, atol=1e-5)
-    torch.testing.assert_close(mine.values[..., -long_kept:, :], theirs.values[..., -long_kept:, :], rtol=0, atol=1e-5)
+    assert torch.equal(mine.keys[..., -long_kept:, :], theirs.keys[..., -long_kept:, :])
+    assert torch.equal(mine.values[..., -long_kept:, :], theirs.values[..., -long_kept:, :])
     assert 0 < long_kept < theirs.keys.shape[-2] - len(capped._head)
     assert not torch.allclose(mine.keys[..., -long_kept - 1 :, :], theirs.keys[..., -long_kept - 1 :, :])
     # dropped frames no longer hold features in the memory
@@ -160,7 +163,7 @@ def test_proactive_events_follow_the_change_fraction(tiny):
     expected = [i for i, f in enumerate(fractions) if f is not None and float(f) > 0.3]
     assert [e.frame_index for e in events] == expected == [6]
     assert events[0].kind == "scene_change" and events[0].time == 13.0 and events[0].answer is None
-    assert events[0].change_fraction == pytest.approx(float(fractions[6]))
+    assert events[0].change_fraction == float(fractions[6])
 
 
 def test_standing_instruction_is_answered_at_the_scene_change(tiny):
@@ -191,7 +194,7 @@ def test_stats_and_reset(tiny, frames):
     tiers = stats["memory"]["tiers"]
     assert [tiers[t]["frames"] for t in ("short", "mid", "long")] == [2, 4, 4]
     assert tiers["short"]["kept"] == 32 and stats["memory"]["tokens"] == 160
-    assert stats["memory"]["retained_fraction"] == pytest.approx(stats["memory"]["kept"] / 160)
+    assert stats["memory"]["retained_fraction"] == stats["memory"]["kept"] / 160
     assert stats["cache"]["bytes"] > 0 and stats["questions"] == 1
     assert all(stats["timings_ms"][k] > 0 for k in ("preprocess", "encode", "memory", "cache", "prefill", "decode"))
     session.reset()

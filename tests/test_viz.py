@@ -140,7 +140,7 @@ def test_summary_and_plot_equal_the_memorys_own_statistics(visualized, model_and
     reported = get_state(model).summary()
     assert reported["videos"] == 1
     assert (summary["tokens"], summary["kept"]) == (reported["tokens"], reported["kept"])
-    assert summary["retained_fraction"] == pytest.approx(reported["retained_fraction"], abs=1e-12)
+    assert summary["retained_fraction"] == reported["retained_fraction"]
     assert {tier: entry for tier, entry in summary["tiers"].items() if entry["frames"]} == reported["tiers"]
 
     inputs = build_inputs(processor, build_messages(str(clip), "What moves?", SAMPLING))
@@ -156,7 +156,7 @@ def test_summary_and_plot_equal_the_memorys_own_statistics(visualized, model_and
     assert [step["kept"] for step in summary["steps"]] == per_step
     assert summary["tiers"] == result.tier_counts()
     assert summary["kept"] == result.kept_tokens
-    assert summary["plot"]["retained_fraction"] == pytest.approx(result.retained_fraction, abs=1e-12)
+    assert summary["plot"]["retained_fraction"] == result.retained_fraction
 
 
 def test_plot_bars_are_the_trace_counts(trace):
@@ -200,6 +200,7 @@ def test_records_keep_the_square_and_drop_the_static_background(trace):
         assert step.keep.sum() <= 3
     # the displayed picture is the frame the model saw: the square is red in its cell
     picture = trace.steps[3].image
+    # a decoded H.264 frame: the codec's lossy colour, so within a few levels of the drawn colour
     assert tuple(picture[28 + 14, 6 * 28 + 14]) == pytest.approx((255, 40, 40), abs=12)
 
 
@@ -257,7 +258,7 @@ def test_sdc_clusters_are_outlined_with_their_anchor_marked():
     assert step.anchors[0, 1] and step.sdc_dropped[0, 2] and not step.sdc_dropped[0, 1]
 
     picture = np.asarray(draw_step(step, width=84 * 4, banner=False))  # 112 px cells
-    lum = _luminance(picture)
+    lum = _luminance(picture)  # weighted RGB sums rounded to whole levels: within a level or two
     assert lum[170, 56] == pytest.approx(120, abs=1)  # untouched kept cell (row 1, col 0)
     assert lum[56, 56] == pytest.approx(120, abs=1)  # kept cell outside the cluster
     assert lum[56, 112 + 56] > 250  # anchor disc: white at the anchor's centre

@@ -68,9 +68,10 @@ def enable(model, config=None, *, positions: str = "original", **options):
     use ``with fluxmem.enabled(model, short_frames=8): ...``.
     """
     from .adapters import install
-    from .memory import FluxMemConfig
+    from .memory import FluxMemConfig, check_config
 
-    config = (config or FluxMemConfig()).replace(**options) if options else (config or FluxMemConfig())
+    config = check_config(config) or FluxMemConfig()
+    config = config.replace(**options) if options else config
     install(model, config, default_active=True, positions=positions)
     return model
 

@@ -6,6 +6,7 @@ sample, encode and prune the same way.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,8 @@ from PIL import Image
 
 from .adapters import get_state, registry
 from .errors import ConfigError, InputError
-from .inputs import chat_messages, processor_inputs
+from .inputs import chat_messages, processor_inputs, token_pixels
+from .video import check_pixel_budget
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,21 @@ class SamplingOptions:
     anchor_end: bool = False
 
     def __post_init__(self) -> None:
-        if not self.fps or self.fps <= 0:
-            raise ConfigError(f"fps must be > 0, got {self.fps}.")
-        for name in ("max_frames", "min_frames", "max_pixels", "min_pixels", "total_pixels"):
+        if not _is_number(self.fps) or self.fps <= 0:
+            raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}.")
+        for name in ("max_frames", "min_frames"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}.")
-        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels}).")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of frames >= 1 (or None), got {value!r}.")
+        check_pixel_budget(self.min_pixels, self.max_pixels)
+        if self.total_pixels is not None and (not _is_number(self.total_pixels) or self.total_pixels < 1):
+            raise ConfigError(f"total_pixels must be a number of pixels >= 1 (or None), got {self.total_pixels!r}.")
         for name in ("video_start", "video_end"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must be >= 0 seconds, got {value}.")
+            if value is not None and (not _is_number(value) or value < 0):
+                raise ConfigError(f"{name} must be a number of seconds >= 0 (or None), got {value!r}.")
+        if not isinstance(self.anchor_end, bool):
+            raise ConfigError(f"anchor_end must be True or False, got {self.anchor_end!r}.")
         if self.video_start is not None and self.video_end is not None and self.video_end <= self.video_start:
             raise ConfigError(f"video_end ({self.video_end}) must come after video_start ({self.video_start}).")
 
@@ -58,6 +63,10 @@ class SamplingOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _as_video_source(video):
@@ -133,6 +142,9 @@ def answer(
     """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
     ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
     sampling = sampling or SamplingOptions()
+    if not isinstance(sampling, SamplingOptions):
+        raise ConfigError(f"sampling must be a SamplingOptions(...), got {type(sampling).__name__} {sampling!r}.")
+    check_pixel_budget(sampling.min_pixels, sampling.max_pixels, token_pixels(processor))
     timings = {}
     started = time.perf_counter()
     messages = build_messages(video, question, sampling, system)

@@ -26,10 +26,24 @@ def patch_size(processor) -> int:
     )
 
 
+def token_pixels(processor) -> int:
+    """Pixels of one visual token for ``processor``'s family: ``(patch_size * merge_size)²``."""
+    parts = (getattr(processor, "video_processor", None), getattr(processor, "image_processor", None))
+    merge = next((int(part.merge_size) for part in parts if getattr(part, "merge_size", None)), 2)
+    return (patch_size(processor) * merge) ** 2
+
+
+def check_question(text, about: str = "the video") -> None:
+    """A question is a non-empty string; one line naming which it is not."""
+    if not isinstance(text, str):
+        raise InputError(f"the question must be a string, got {type(text).__name__} {text!r}.")
+    if not text.strip():
+        raise InputError(f"the question is empty; pass the text to ask about {about}.")
+
+
 def user_turn(text: str, media: list[dict] | tuple = ()) -> dict:
     """One user message: the media items first (as the published prompts place them), then the text."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("the question is empty; pass the text to ask about the video.")
+    check_question(text)
     return {"role": "user", "content": [*media, {"type": "text", "text": text}]}
 
 

@@ -9,21 +9,24 @@ import torch
 
 from .adapters import install, registry
 from .errors import ConfigError, FluxMemError, UnsupportedModelError
-from .memory import FluxMemConfig
+from .memory import FluxMemConfig, check_config
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
 
-def resolve_device(device: str = "auto", *, flag: str = "device") -> str:
+def resolve_device(device: str = "auto", *, flag: str = "device", here: bool = True) -> str:
     """The device to run on: ``auto`` is a GPU when torch sees one, else the CPU. A device that does
-    not exist here is an error naming ``flag`` (``cuda`` never quietly runs on the CPU)."""
+    not exist here is an error naming ``flag`` (``cuda`` never quietly runs on the CPU);
+    ``here=False`` checks the name alone (a command line written for another machine)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"{flag} {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if not here and parsed.type in ("cpu", "cuda", "mps"):
+        return device
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -57,16 +60,10 @@ def load_model(
     are the defaults for any option not given. ``positions`` is the switch's position rule
     (``"original"``, or ``"transformers"`` for the installed transformers' numbering).
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    source = str(model_id)
-    if Path(source).expanduser().exists():
-        source = str(Path(source).expanduser())
-    elif not _looks_like_hub_id(source):
-        raise FluxMemError(
-            f"model directory {source!r} does not exist; pass a saved model directory or a Hugging Face id "
-            "such as Qwen/Qwen2.5-VL-7B-Instruct."
-        )
+    source = model_source(model_id)
+    fluxmem = check_config(fluxmem, "fluxmem")
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
     if (Path(source) / "adapter_config.json").is_file():  # LoRA adapters (fluxmem train with lora: true)
@@ -77,6 +74,8 @@ def load_model(
     vision = getattr(config, "vision_config", None)
     config_fluxmem.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # fail before loading weights
     device = resolve_device(device)
+    processor = load_processor(source)  # cheap, and a directory without processor files fails now
+    check_weight_files(source)
     kwargs = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -86,7 +85,6 @@ def load_model(
     if device not in ("cuda",):
         model = model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(source)
     install(model, config_fluxmem, default_active=use_fluxmem, positions=positions)
     return model, processor
 
@@ -149,11 +147,78 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
     return model, processor
 
 
+def model_source(model_id) -> str:
+    """``model_id`` as a local directory (``~`` expanded) or a Hugging Face id; one clear error for
+    anything else (None, an empty name, a file, a path that does not exist)."""
+    if not isinstance(model_id, (str, os.PathLike)) or not str(model_id).strip():
+        raise ConfigError(
+            f"the model must be a saved model directory or a Hugging Face id such as Qwen/Qwen2.5-VL-7B-Instruct, got {model_id!r}."
+        )
+    source = str(model_id)
+    path = Path(source).expanduser()
+    if path.is_file():
+        raise ConfigError(
+            f"model {source!r} is a file; pass the model's directory (the one holding config.json and the weights) or a Hugging Face id."
+        )
+    if path.is_dir():
+        return str(path)
+    if not _looks_like_hub_id(source):
+        raise FluxMemError(
+            f"model directory {source!r} does not exist; pass a saved model directory or a Hugging Face id "
+            "such as Qwen/Qwen2.5-VL-7B-Instruct."
+        )
+    return source
+
+
+def load_processor(source: str):
+    """The processor saved with the model; one line when the directory holds none."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as error:
+        if not Path(source).is_dir():
+            raise FluxMemError(f"cannot load the processor of {source!r} ({error.__class__.__name__}); check the id and the network.") from None
+        raise FluxMemError(
+            f"model directory {source!r} holds no usable processor (preprocessor_config.json, tokenizer files); save it there: "
+            "AutoProcessor.from_pretrained(ORIGINAL_MODEL).save_pretrained(DIRECTORY)."
+        ) from None
+
+
+def check_weight_files(source: str) -> None:
+    """Every ``*.safetensors`` file of a local model directory has a whole header (a truncated or
+    partly copied file fails here in one line, not deep inside the loader)."""
+    from safetensors import safe_open
+
+    if not Path(source).is_dir():
+        return
+    for file in sorted(Path(source).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error type from Rust
+            raise FluxMemError(
+                f"weights file {str(file)!r} is damaged or incomplete ({str(error).split(':')[-1].strip()}); copy or download it again."
+            ) from None
+
+
+def token_pixels(model_id) -> int | None:
+    """Pixels of one visual token, ``(patch_size * spatial_merge_size)²``, from the model's config
+    alone (None for a LoRA adapter directory: its base model decides)."""
+    source = model_source(model_id)
+    if (Path(source) / "adapter_config.json").is_file():
+        return None
+    vision = getattr(supported_config(source), "vision_config", None)
+    factor = int(getattr(vision, "patch_size", 14)) * int(getattr(vision, "spatial_merge_size", 2))
+    return factor * factor
+
+
 def supported_config(source: str | os.PathLike):
     """The model config at ``source``, with one clear error when it cannot be read or its family
     has no adapter (checked before any weight is loaded)."""
     from transformers import AutoConfig
 
+    _check_config_file(Path(source))
     try:
         config = AutoConfig.from_pretrained(str(source))
     except (OSError, ValueError) as error:
@@ -167,6 +232,23 @@ def supported_config(source: str | os.PathLike):
             f"{', '.join(registry.supported_families())}."
         )
     return config
+
+
+def _check_config_file(directory: Path) -> None:
+    """A local model directory's config.json exists and is JSON (transformers reports a broken one
+    as if the directory were not a model)."""
+    import json
+
+    if not directory.is_dir():
+        return
+    file = directory / "config.json"
+    if not file.is_file():
+        raise FluxMemError(f"model directory {str(directory)!r} has no config.json; pass a directory saved with save_pretrained.")
+    try:
+        json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f"line {error.lineno} column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise FluxMemError(f"{str(file)!r} is not valid JSON ({where}); restore it from the original model.") from None
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -177,7 +177,9 @@ def instantiate_tiny(model_class, config, processor, *, seed: int = 0, attn_impl
                      save_dir: str | os.PathLike | None = None):
     """``(model, processor)``: ``model_class(config)`` with seeded random weights, float32, eval
     mode; saved with ``save_pretrained`` when ``save_dir`` is given."""
-    config._attn_implementation = attn_implementation
+    from .adapters import hf
+
+    hf.set_attention(config, attn_implementation)
     torch.manual_seed(seed)
     model = model_class(config).eval()
     # Random weights give near-uniform logits; a larger output scale makes greedy decoding decisive,

@@ -543,3 +543,28 @@ def saved_state_dict(model, state_dict: dict) -> dict | None:
     except ImportError:
         return None
     return revert_weight_conversion(model, state_dict)
+
+
+# ------------------------------------------------------------------------------------ building, training
+def set_attention(config, implementation: str) -> None:
+    """Choose the attention implementation of a model built from ``config`` (``model_class(config)``
+    reads it from the config's private attribute; ``from_pretrained`` takes it as an argument)."""
+    config._attn_implementation = implementation
+
+
+def module_from_config(module_class, config, *, dtype):
+    """An instance of a transformers sub-module class (e.g. a vision tower) built from ``config`` in
+    ``dtype``, as ``from_pretrained`` builds its parts."""
+    return module_class._from_config(config, dtype=dtype)
+
+
+def route_checkpoint_loading(trainer_class, load) -> None:
+    """Make ``trainer_class`` (a ``Trainer`` subclass) resume model weights through
+    ``load(trainer, checkpoint, model, stock)``, where ``stock(checkpoint, model)`` is the Trainer's
+    own loading: the Trainer offers no public hook for it (``_load_from_checkpoint``)."""
+    stock = trainer_class._load_from_checkpoint
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        return load(self, resume_from_checkpoint, model, lambda checkpoint, target: stock(self, checkpoint, target))
+
+    trainer_class._load_from_checkpoint = _load_from_checkpoint

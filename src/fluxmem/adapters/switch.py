@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputError
-from ..memory import FluxMemConfig
+from ..errors import ConfigError, InputError
+from ..memory import FluxMemConfig, check_config
 from . import hf, registry
 from .base import ModelAdapter, check_positions
 from .pruning import VideoReport, prune_prefill
@@ -159,7 +159,7 @@ def install(model, config: FluxMemConfig | None = None, *, default_active: bool,
     transformers against what the switch relies on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
-    config = config or FluxMemConfig()
+    config = check_config(config) or FluxMemConfig()
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
     check_positions(positions)
     hf.check_model(model)
@@ -189,7 +189,7 @@ def enabled(model, config: FluxMemConfig | None = None, **options):
     or its earlier settings back)."""
     before = get_state(model)
     saved = None if before is None else (before.config, before.default_active, before.positions)
-    config = (config or (before.config if before is not None else FluxMemConfig()))
+    config = check_config(config) or (before.config if before is not None else FluxMemConfig())
     positions = options.pop(POSITIONS_OPTION, before.positions if before is not None else "original")
     install(model, config.replace(**options) if options else config, default_active=True, positions=positions)
     try:
@@ -212,7 +212,7 @@ def _generate_taking_options(generate, state: FluxMemState):
             check_positions(options[POSITIONS_OPTION])
         # positions the caller passed win; those generate computes itself follow the switch's rule
         options["caller_positions"] = kwargs.get("position_ids") is not None
-        callback = kwargs.pop(STATS_OPTION, None)
+        callback = _stats_callback(kwargs.pop(STATS_OPTION, None))
         # generate() encodes the pixels itself and drops the grids before the prefill: keep them.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
@@ -232,6 +232,15 @@ def _generate_taking_options(generate, state: FluxMemState):
         return result
 
     return generate_with_fluxmem
+
+
+def _stats_callback(callback):
+    if callback is not None and not callable(callback):
+        raise ConfigError(
+            f"{STATS_OPTION} must be a function that takes the call's MemoryReport (e.g. reports.append), "
+            f"got {type(callback).__name__} {callback!r}."
+        )
+    return callback
 
 
 def _cache_of(module, kwargs: dict):
@@ -255,7 +264,7 @@ def _pre_forward(module, args, kwargs):
     context = dict(call["options"]) if call is not None else {}
     options = {key: context[key] for key in CALL_OPTIONS if key in context}
     options.update({key: kwargs.pop(key) for key in CALL_OPTIONS if key in kwargs})
-    callback = kwargs.pop(STATS_OPTION, None)
+    callback = _stats_callback(kwargs.pop(STATS_OPTION, None))
     use = options.pop("use_fluxmem", None)
     rule = check_positions(kwargs.pop(POSITIONS_OPTION, context.get(POSITIONS_OPTION, state.positions)))
 

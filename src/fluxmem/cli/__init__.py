@@ -24,10 +24,17 @@ from ..errors import FluxMemError
 SUBCOMMANDS = ("ask", "stream", "eval", "score", "train", "visualize", "demo", "serve", "doctor")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one line, ``fluxmem CMD: error: ...`` (no usage block above it), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fluxmem",
         description="FluxMem: training-free hierarchical memory for long and live video with Qwen-VL models.",
     )
@@ -97,7 +104,10 @@ def _import_torch_guarded() -> None:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage mistake already printed
+        return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(args, "handler", None):
         parser.print_help()

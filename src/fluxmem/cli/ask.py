@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InputError
+from ..inputs import check_question
 from . import options
 
 
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     options.add_model_options(parser)
     options.add_memory_options(parser)
     options.add_sampling_options(parser)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=options.positive_int, default=128)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
@@ -28,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = options.sampling_options(args)
     options.memory_config(args)
-    options.check_max_new_tokens(args.max_new_tokens)
     options.check_model_options(args)
-    if not args.question.strip():
-        raise InputError("the question is empty; pass the text to ask about the video.")
+    check_question(args.question)
+    options.check_model(args)
     probe_video(args.video)  # a missing or broken video fails here, before the model loads
     model, processor = options.load(args)
     result = answer(

@@ -20,13 +20,12 @@ def register(subparsers) -> None:
     options.add_model_options(parser)
     options.add_memory_options(parser)
     group = parser.add_argument_group("streaming")
-    group.add_argument("--fps", type=float, default=1.0, help="frames per second the session samples (default %(default)s)")
-    group.add_argument("--max-pixels", type=int, default=None, help="pixels per frame, e.g. 401408 = 512*28*28")
-    group.add_argument("--min-pixels", type=int, default=None)
-    group.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default %(default)s)")
+    group.add_argument("--fps", type=options.positive_float, default=1.0, help="frames per second the session samples (default %(default)s)")
+    options.add_pixel_options(group)
+    group.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="answer length limit (default %(default)s)")
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    server.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    server.add_argument("--port", type=options.port, default=7860, help="port (default %(default)s; 0: any free port)")
     parser.set_defaults(handler=run)
 
 
@@ -35,14 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_fluxmem:
         raise ConfigError("the demo runs on the FluxMem streaming session; run it without --no-fluxmem.")
-    if args.fps <= 0:
-        raise ConfigError(f"--fps must be > 0, got {args.fps}.")
-    options.check_max_new_tokens(args.max_new_tokens)
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be in 0..65535, got {args.port}.")
     config = options.memory_config(args)
     options.check_model_options(args)
-    check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
+    port = check_port_free(args.host, args.port)  # before the model loads, and before any URL is printed
+    options.check_model(args)
     model, processor = options.load(args)
     demo = build_demo(
         model,
@@ -53,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens,
     )
-    url = serve(demo, host=args.host, port=args.port, block=False, quiet=True)  # quiet: no Gradio share hint
+    url = serve(demo, host=args.host, port=port, block=False, quiet=True)  # quiet: no Gradio share hint
     print(f"FluxMem demo on {url} (Ctrl+C to stop)", flush=True)
     try:
         demo.block_thread()
@@ -62,12 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_port_free(host: str, port: int) -> None:
-    """One line, before the model loads, when the port is taken (port 0 = any free port)."""
+def check_port_free(host: str, port: int) -> int:
+    """The port to serve on: ``port`` when it is free (one line, before the model loads, when it is
+    taken), or for port 0 a free port that the system picks now."""
     import socket
 
-    if port == 0:
-        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
@@ -80,3 +74,4 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(
                 f"--port {port}: {host}:{port} is not free ({error.strerror}; another demo or server?); pass another --port."
             ) from None
+        return probe.getsockname()[1]

@@ -54,20 +54,20 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--out", required=True, help="results directory (rerun with the same one to resume)")
     data.add_argument("--tasks", nargs="+", default=None,
                       help="tasks or categories to run (names or abbreviations, space or comma separated)")
-    data.add_argument("--limit", type=int, default=None, help="at most N questions, balanced across tasks")
+    data.add_argument("--limit", type=options.positive_int, default=None, help="at most N questions, balanced across tasks")
     proto = parser.add_argument_group("protocol (every setting below defaults to the protocol's own value)")
     proto.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                        help=f"published | official | fluxmem (default {DEFAULT_PROTOCOL}); see docs/evaluation.md")
     proto.add_argument("--dry-run", action="store_true",
                        help="load no model: write OUT/queries.jsonl (prompt, window, frame times, spacing, pixels "
                             "of every query) from the videos' metadata alone")
-    proto.add_argument("--context", type=float, default=None,
+    proto.add_argument("--context", type=options.seconds, default=None,
                        help="seconds of video before each question (0 = all of the past)")
-    proto.add_argument("--fps", type=float, default=None, help="frames per second")
-    proto.add_argument("--max-frames", type=int, default=None, help="frames per query at most")
-    proto.add_argument("--min-pixels", type=int, default=None, help="pixels per frame at least")
-    proto.add_argument("--max-pixels", type=int, default=None, help="pixels per frame at most")
-    proto.add_argument("--max-new-tokens", type=int, default=None, help="reply length")
+    proto.add_argument("--fps", type=options.positive_float, default=None, help="frames per second")
+    proto.add_argument("--max-frames", type=options.positive_int, default=None, help="frames per query at most")
+    proto.add_argument("--min-pixels", type=options.pixel_budget, default=None, help="pixels per frame at least")
+    proto.add_argument("--max-pixels", type=options.pixel_budget, default=None, help="pixels per frame at most")
+    proto.add_argument("--max-new-tokens", type=options.positive_int, default=None, help="reply length")
     proto.add_argument("--repetition-penalty", type=float, default=None,
                        help="generation's repetition penalty (the checkpoint's own 1.05 by default)")
     proto.add_argument("--past-end", choices=("clamp", "skip"), default=None,
@@ -77,6 +77,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         if action.dest == "model":
             action.required = False  # the dry run needs none
             action.default = ""
+            action.type = None  # an empty --model is "no model" here, refused unless --dry-run
     options.add_memory_options(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--merge-timeout", type=float, default=6 * 3600,

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from . import options
 
 
 def register(subparsers) -> None:
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--replies", help="OVO-Bench replies, JSON lines")
     parser.add_argument("--field", help="StreamingBench: the field holding the model's replies")
     parser.add_argument("--out", help="where to write scores.json and scores.md (replies scoring)")
-    parser.add_argument("--context", type=float, default=60.0,
+    parser.add_argument("--context", type=options.seconds, default=60.0,
                         help="StreamingBench context recorded with the scores (default 60; 0 = all)")
     parser.add_argument("--tasks", nargs="+", default=None, help="tasks or categories to score")
     parser.add_argument("--json", action="store_true", help="print scores.json instead of the table")
@@ -49,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     if args.target in benchmark_names() and not target.is_dir():
         if not args.annotations or not args.out:
             raise ConfigError(f"fluxmem score {args.target} needs --annotations PATH and --out DIR.")
-        if args.context < 0:
-            raise ConfigError(f"--context must be seconds >= 0 (0 = all of the past), got {args.context:g}.")
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise InputError(f"--out {args.out} is a file; pass a directory (created if missing).")
         context = args.context if args.context > 0 else None

@@ -9,9 +9,9 @@ OpenAI client (``docs/serving.md``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError
 from . import options
@@ -19,7 +19,7 @@ from . import options
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="serve a Qwen-VL model with vLLM and FluxMem", description=__doc__)
-    parser.add_argument("model", help="Hugging Face id or local directory of a Qwen-VL model")
+    parser.add_argument("model", type=options.model_source, help="Hugging Face id or local directory of a Qwen-VL model")
     options.add_memory_options(parser)
     group = parser.add_argument_group("processor-side encoder")
     group.add_argument("--encoder-device", default="cpu",
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     group.add_argument("--encoder-dtype", default=None, choices=("float32", "bfloat16", "float16"),
                        help="its dtype (default: the served model's)")
     parser.add_argument("--host", default=None)
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=options.port, default=8000)
     parser.add_argument("--dry-run", action="store_true", help="print the vllm command line and exit")
     parser.add_argument("--vllm-args", default="",
                         help='further `vllm serve` arguments in one string, e.g. "--max-model-len 32768 --tensor-parallel-size 2"')
@@ -40,7 +40,10 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
 
     from ..serving.settings import ServingSettings
 
-    extra = shlex.split(args.vllm_args or "")
+    try:
+        extra = shlex.split(args.vllm_args or "")
+    except ValueError as error:  # e.g. an unclosed quote
+        raise ConfigError(f"--vllm-args {args.vllm_args!r} cannot be split into arguments ({error}); check its quotes.") from None
     if any(a == "--hf-overrides" or a.startswith("--hf-overrides=") for a in extra):
         raise ConfigError("pass FluxMem settings with fluxmem serve's own options, not --hf-overrides.")
     argv = ["vllm", "serve", args.model, "--port", str(args.port),
@@ -48,11 +51,16 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
     if args.host:
         argv += ["--host", args.host]
     if not args.no_fluxmem:
-        settings = options.memory_config(args).to_dict()
-        settings["device"] = args.encoder_device
+        from ..loading import resolve_device, supported_config
+
+        settings = options.memory_config(args).to_dict()  # whole grid steps: --short-frames 1 fails here
+        # a dry run may print the command for another machine: the device's name is checked, not its presence
+        settings["device"] = resolve_device(args.encoder_device, flag="--encoder-device", here=not args.dry_run)
         if args.encoder_dtype:
             settings["dtype"] = args.encoder_dtype
         ServingSettings.from_dict(settings)  # one clear error before vLLM starts
+        if Path(args.model).is_dir():
+            supported_config(args.model)  # a local directory that is not a supported model fails now
         argv += ["--hf-overrides", json.dumps({"fluxmem": settings})]
     return argv + extra
 
@@ -64,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(shlex.join(argv))
         return 0
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError('vLLM is not installed; install the extra: pip install "fluxmem-video[vllm]".')
+    _require_vllm()
     from importlib.metadata import entry_points
 
     from ..serving import check_vllm_version
@@ -78,6 +85,21 @@ def run(args: argparse.Namespace) -> int:
         )
     _vllm_serve(argv[1:])
     return 0
+
+
+def _require_vllm() -> None:
+    """One line naming the install command when vLLM cannot be imported (absent, or a partial
+    install without its package metadata)."""
+    import importlib.metadata
+    import importlib.util
+
+    hint = "install the extra: pip install 'fluxmem-video[vllm]'"
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"vLLM is not installed; {hint}.")
+    try:
+        import vllm  # noqa: F401
+    except (ImportError, importlib.metadata.PackageNotFoundError) as error:
+        raise ConfigError(f"vLLM cannot be imported ({error.__class__.__name__}: {error}); {hint}.") from None
 
 
 def _vllm_serve(argv: list[str]) -> None:

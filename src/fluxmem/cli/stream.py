@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -34,18 +35,17 @@ def register(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="with --out: no progress bar or summary line")
     parser.add_argument("--realtime", action="store_true", help="pace a file at its true speed (default: as fast as possible)")
     parser.add_argument("--proactive", action="store_true", help="emit scene-change events")
-    parser.add_argument("--gamma", type=float, default=0.5, help="scene-change threshold on the changed-token fraction")
+    parser.add_argument("--gamma", type=options.fraction, default=0.5, help="scene-change threshold on the changed-token fraction")
     parser.add_argument("--instruction", default=None, help="standing instruction answered at each scene change")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--max-memory-tokens", type=int, default=None, help="cap on visual tokens held (oldest long-term dropped)")
+    parser.add_argument("--max-new-tokens", type=options.positive_int, default=128)
+    parser.add_argument("--max-memory-tokens", type=options.positive_int, default=None, help="cap on visual tokens held (oldest long-term dropped)")
     parser.add_argument("--no-cache-reuse", action="store_true", help="prefill everything at each question")
     parser.add_argument("--history", action="store_true", help="keep earlier questions and answers in the prompt")
     options.add_model_options(parser)
     options.add_memory_options(parser)
     group = parser.add_argument_group("frame sampling")
-    group.add_argument("--fps", type=float, default=1.0, help="frames per second to sample (default %(default)s)")
-    group.add_argument("--max-pixels", type=int, default=None, help="pixel budget per frame (fixed, e.g. 401408 = 512*28*28)")
-    group.add_argument("--min-pixels", type=int, default=None)
+    group.add_argument("--fps", type=options.positive_float, default=1.0, help="frames per second to sample (default %(default)s)")
+    options.add_pixel_options(group)
     parser.set_defaults(handler=run)
 
 
@@ -76,9 +76,11 @@ def read_questions(path: str | None) -> list[dict]:
         if not isinstance(item, dict):
             raise InputError(f"{path}:{number}: expected an object {{\"time\": seconds, \"question\": \"...\"}}.")
         moment, question = item.get("time"), item.get("question")
-        if isinstance(moment, bool) or not isinstance(moment, (int, float)) or moment < 0:
-            raise InputError(f"{path}:{number}: \"time\" must be a number of seconds >= 0, got {moment!r}.")
-        if not isinstance(question, str) or not question.strip():
+        if isinstance(moment, bool) or not isinstance(moment, (int, float)) or not math.isfinite(moment) or moment < 0:
+            raise InputError(f"{path}:{number}: \"time\" must be a finite number of seconds >= 0, got {moment!r}.")
+        if not isinstance(question, str):
+            raise InputError(f"{path}:{number}: \"question\" must be a string of text, got {type(question).__name__} {question!r}.")
+        if not question.strip():
             raise InputError(f"{path}:{number}: the question is empty; give the text to ask.")
         questions.append({"time": float(moment), "question": question})
     if not questions:
@@ -107,15 +109,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: pass --questions FILE.jsonl and/or --proactive.")
     if args.instruction is not None and not args.proactive:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
-    if not 0.0 <= args.gamma <= 1.0:
-        raise ConfigError(f"--gamma is a fraction of a frame's tokens and must lie in [0, 1], got {args.gamma}.")
-    if args.max_memory_tokens is not None and args.max_memory_tokens < 1:
-        raise ConfigError(f"--max-memory-tokens must be >= 1, got {args.max_memory_tokens}.")
-    if args.fps <= 0:
-        raise ConfigError(f"--fps must be > 0 (frames per second to sample), got {args.fps}.")
-    options.check_max_new_tokens(args.max_new_tokens)
     memory = options.memory_config(args)
     options.check_model_options(args)
+    options.check_model(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
     with claim_out(args):

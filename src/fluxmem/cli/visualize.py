@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     options.add_sampling_options(parser)
     group = parser.add_argument_group("pictures")
     group.add_argument("--animation", choices=("mp4", "gif", "none"), default="mp4", help="overlay animation format (default %(default)s)")
-    group.add_argument("--animation-fps", type=float, default=2.0, help="overlays per second in the animation (default %(default)s)")
+    group.add_argument("--animation-fps", type=options.positive_float, default=2.0, help="overlays per second in the animation (default %(default)s)")
     group.add_argument(
         "--display",
         choices=("blend", "first", "last"),
@@ -46,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_fluxmem:
         raise ConfigError("visualize shows what FluxMem keeps and drops; run it without --no-fluxmem.")
-    if args.animation_fps <= 0:
-        raise ConfigError(f"--animation-fps must be > 0, got {args.animation_fps}.")
+    from ..viz.animation import check_fps
+
+    check_fps(args.animation_fps, "--animation-fps")
     config = options.memory_config(args)
     sampling = options.sampling_options(args)
     options.check_model_options(args)
     animation = None if args.animation == "none" else args.animation
+    options.check_model(args)
     with claim_out_dir(args, animation):
         probe_video(args.video)  # a missing or broken video fails here, before the model loads
         model, processor = options.load(args)

@@ -764,3 +764,18 @@ def letters_phrase(n: int) -> str:
     if n == 2:
         return f"{ls[0]} or {ls[1]}"
     return ", ".join(ls[:-1]) + ", or " + ls[-1]
+
+
+def check_replies_file(path: Path) -> None:
+    """A replies file is an existing UTF-8 text file; one line naming what it is instead."""
+    if path.is_dir():
+        raise InputError(f"replies {str(path)!r} is a directory; pass the JSON-lines file of replies.")
+    if not path.is_file():
+        raise InputError(f"replies file {str(path)!r} does not exist; check the path.")
+    head = path.read_bytes()
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
+        raise InputError(f"replies file {str(path)!r} is UTF-16 encoded; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8).")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"replies file {str(path)!r} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None

@@ -47,6 +47,7 @@ from .common import (
     Tally,
     _issues,
     as_answer_map,
+    check_replies_file,
     column_dict,
     dedupe_by_uid,
     iter_jsonl,
@@ -603,6 +604,7 @@ def score_ovobench_replies(
     lines carrying a ``uid`` are taken as is. The first line per question is kept.
     ``annotations``: the annotation file, or items already loaded."""
     iss = _issues(issues)
+    check_replies_file(Path(replies_jsonl))
     if isinstance(annotations, (str, os.PathLike)):
         items = load_ovobench(annotations, tasks=tasks, issues=iss)
     else:
@@ -629,6 +631,12 @@ def score_ovobench_replies(
                     continue
             rec = dict(rec, uid=uid)
         recs.append(rec)
+    known = {item.uid for item in items}
+    if items and not any(str(rec.get("uid")) in known for rec in recs):
+        raise InputError(
+            f"replies file {str(replies_jsonl)!r} holds no reply to any question of the annotations ({len(recs)} records "
+            'read); write one JSON line per question: {"id": ID, "response": "..."}.'
+        )
     return score_ovobench(items, dedupe_by_uid(recs, iss), iss)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import sys
@@ -140,6 +141,8 @@ class RunSettings:
                 min_pixels=self.min_pixels, max_pixels=self.max_pixels, max_new_tokens=self.max_new_tokens,
                 past_end=self.past_end, repetition_penalty=self.repetition_penalty)
             object.__setattr__(self, "protocol", resolved)
+        if Path(self.videos).is_file():
+            raise InputError(f"--videos {self.videos} is a file; pass the directory the annotations' video paths are relative to.")
         if not Path(self.videos).is_dir():
             raise InputError(f"video directory {self.videos} does not exist; pass --videos DIR.")
         if not Path(self.annotations).exists():
@@ -799,7 +802,11 @@ def score_replies(
     tasks: Iterable[str] | None = None,
 ) -> tuple[dict[str, Any], ScoreTable]:
     """Score replies produced elsewhere (``fluxmem score ovobench|streamingbench``) and write
-    ``scores.json``/``scores.md`` into ``out`` (checked against the inputs first, and locked)."""
+    ``scores.json``/``scores.md`` into ``out`` (checked against the inputs first, and locked). A
+    replies file that holds no usable reply is an error (no scores are written)."""
+    if context is not None and (isinstance(context, bool) or not isinstance(context, (int, float))
+                                or not math.isfinite(context) or context < 0):
+        raise ConfigError(f"context must be seconds >= 0 before each question (None: all of the past), got {context!r}.")
     with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD), what="scores",
                       inputs={"annotations": annotations, "replies": replies}) as folder:
         issues = DataIssues()
@@ -813,3 +820,4 @@ def score_replies(
         write_text(folder / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         write_text(folder / SCORES_MD, table.to_markdown())
     return scores, table
+

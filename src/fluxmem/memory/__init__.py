@@ -1,6 +1,6 @@
 """The FluxMem algorithm on plain tensors: no models, tokens or files (``algorithm.md``)."""
 
-from .config import FluxMemConfig
+from .config import FluxMemConfig, check_config
 from .hierarchy import (
     LONG,
     MID,
@@ -16,6 +16,7 @@ from .hierarchy import (
 from .otsu import otsu_threshold
 
 __all__ = [
+    "check_config",
     "FluxMemConfig",
     "FluxMemory",
     "CompressResult",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import ConfigError
+
+RECORD_KEYS = ("use_fluxmem",)
+"""Keys saved next to the memory parameters that are not parameters (read by the loaders)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,9 @@ class FluxMemConfig:
                 raise ConfigError(f"{name} must be >= 0 raw frames, got {value}.")
         for name in ("direct_drop_sim", "pair_sim_threshold"):
             value = getattr(self, name)
-            if value is not None and not (-1.0 <= float(value) <= 1.0):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"{name} must be a number (a cosine similarity in [-1, 1]) or None, got {value!r}.")
+            if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
                 raise ConfigError(
                     f"{name} is a cosine similarity and must lie in [-1, 1] (or be None), got {value!r}."
                 )
@@ -52,10 +59,32 @@ class FluxMemConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "FluxMemConfig":
-        """Build from a dict, ignoring keys that are not memory parameters (e.g. ``use_fluxmem``)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+    def from_dict(cls, data: dict[str, Any] | None) -> FluxMemConfig:
+        """Build from a dict of memory parameters. ``use_fluxmem`` (the switch's default, which
+        ``fluxmem train`` records next to them) is passed over; any other key is an error naming the
+        closest parameter (a misspelt key never quietly leaves a default in place)."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"FluxMem settings must be a dict such as {{'short_frames': 8}}, got {type(data).__name__} {data!r}.")
+        names = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in names and key not in RECORD_KEYS:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"the settings are {', '.join(names)}."
+                raise ConfigError(f"unknown FluxMem setting {key!r}; {hint}")
+        return cls(**{k: v for k, v in data.items() if k in names})
 
-    def replace(self, **changes: Any) -> "FluxMemConfig":
+    def replace(self, **changes: Any) -> FluxMemConfig:
         return type(self)(**{**self.to_dict(), **changes})
+
+
+def check_config(value: Any, name: str = "config") -> FluxMemConfig | None:
+    """``value`` when it is a :class:`FluxMemConfig` or None; one clear error for anything else
+    (a dict, a preset name ...), naming how to build one."""
+    if value is None or isinstance(value, FluxMemConfig):
+        return value
+    raise ConfigError(
+        f"{name} must be a FluxMemConfig (e.g. FluxMemConfig(short_frames=8) or FluxMemConfig.from_dict({{...}})), "
+        f"got {type(value).__name__} {value!r}."
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
-from .config import FluxMemConfig
+from .config import FluxMemConfig, check_config
 from .neighbourhood import EdgeLayout, adjacent_similarity, normalise
 from .otsu import otsu_threshold
 
@@ -451,6 +451,10 @@ def compress(
     ``chunk_frames``: frames normalised at once for the similarity pass (default: what fits in
     64 MiB of float32); it bounds the working memory and never changes a result.
     """
+    if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+        kind = f"a {features.dtype} tensor" if isinstance(features, torch.Tensor) else type(features).__name__
+        raise InputError(f"features must be a floating-point torch.Tensor [T*H*W, D], got {kind}; e.g. torch.from_numpy(array).float().")
+    config = check_config(config)
     if isinstance(grid_thw, torch.Tensor):
         grid_thw = tuple(int(g) for g in grid_thw.tolist())
     if len(grid_thw) != 3 or min(int(g) for g in grid_thw) < 1:
@@ -460,6 +464,8 @@ def compress(
         raise InputError(
             f"features must be [T*H*W, D] = [{t * h * w}, D] for grid_thw={grid_thw}, got {tuple(features.shape)}."
         )
+    if not bool(torch.isfinite(features).all()):
+        raise InputError("features hold NaN or infinite values; FluxMem's similarities are undefined on them (check the vision encoder's output).")
     config = config or FluxMemConfig()
     short, mid = config.grid_steps(temporal_patch_size)
     cells, dim, device = h * w, features.shape[1], features.device

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from pathlib import Path
 
 from ..errors import InputError
@@ -33,15 +34,18 @@ def ask(base_url: str, model: str, video: str, question: str, *, max_tokens: int
         timeout: float = 600.0) -> dict:  # fmt: skip
     """``{"answer", "usage", "memory"}`` for ``question`` about ``video`` from a ``fluxmem serve``
     server at ``base_url`` (e.g. ``http://localhost:8000``). ``memory`` holds the statistics the
-    server recorded for the video (tokens, kept, tiers); ask sequentially for exact matching."""
+    server recorded for THIS request's video (tokens, kept, tiers): the video goes with a fresh
+    ``uuid`` and its statistics are fetched by it, whatever other requests ran meanwhile (the
+    fresh uuid also means the server encodes the video again rather than reusing a cached one)."""
     base_url = base_url.rstrip("/")
+    tag = f"fluxmem-{uuid.uuid4().hex}"
     body = {
         "model": model,
         "messages": [
             {
                 "role": "user",
                 "content": [
-                    {"type": "video_url", "video_url": {"url": video_url(video)}},
+                    {"type": "video_url", "video_url": {"url": video_url(video)}, "uuid": tag},
                     {"type": "text", "text": question},
                 ],
             }
@@ -52,6 +56,6 @@ def ask(base_url: str, model: str, video: str, question: str, *, max_tokens: int
     if fps is not None:
         body["media_io_kwargs"] = {"video": {"fps": fps}}
     response = _post(f"{base_url}/v1/chat/completions", body, timeout)
-    with urllib.request.urlopen(f"{base_url}/fluxmem/memory?n=1", timeout=timeout) as stats:
+    with urllib.request.urlopen(f"{base_url}/fluxmem/memory?uuid={tag}", timeout=timeout) as stats:
         memory = json.loads(stats.read())["videos"]
     return {"answer": response["choices"][0]["message"]["content"], "usage": response.get("usage"), "memory": memory}

@@ -36,16 +36,32 @@ _RECENT = collections.deque(maxlen=256)
 _RECENT_LOCK = threading.Lock()
 
 
-def recent_memory_stats(limit: int | None = None, *, with_keep: bool = False) -> list[dict]:
+def recent_memory_stats(limit: int | None = None, *, with_keep: bool = False, uuid: str | None = None) -> list[dict]:
     """Memory statistics of the videos this process compressed, newest last (at most 256 kept);
-    ``with_keep`` adds each video's keep mask (bool tensor over the merged grid)."""
+    ``uuid``: only the video the request sent with that ``uuid`` (how a reply's statistics are
+    found again, whatever other requests ran meanwhile); ``with_keep`` adds each video's keep mask
+    (bool tensor over the merged grid)."""
     with _RECENT_LOCK:
         items = list(_RECENT)
+    if uuid is not None:
+        items = [(stats, keep) for stats, keep in items if stats.get("uuid") == uuid]
     items = items[-limit:] if limit else items
     return [dict(stats, keep=keep) if with_keep else dict(stats) for stats, keep in items]
 
 
-def _record(stats: dict, keep: torch.Tensor) -> None:
+_REQUEST = threading.local()  # the uuids of the videos of the request being processed in this thread
+
+
+def _request_uuids(count: int) -> list[str | None]:
+    """The client's ``uuid`` of each of the ``count`` videos being compressed now; None where it
+    cannot be told (no uuid sent, or some of the request's videos came from vLLM's cache)."""
+    uuids = list(getattr(_REQUEST, "uuids", None) or [])
+    return uuids if len(uuids) == count else [None] * count
+
+
+def _record(stats: dict, keep: torch.Tensor, uuid: str | None = None) -> None:
+    if uuid is not None:
+        stats = dict(stats, uuid=uuid)
     with _RECENT_LOCK:
         _RECENT.append((stats, keep))
     logger.info("FluxMem: video %s kept %d of %d tokens", stats["grid_thw"], stats["kept"], stats["tokens"])
@@ -161,6 +177,15 @@ class ProcessorMixin:
         return get_encoder(model_config.model, device=settings.device, dtype=dtype,
                            revision=getattr(model_config, "revision", None))  # fmt: skip
 
+    def apply(self, inputs, *args, **kwargs):
+        # vLLM processes a request's media in one call, on one thread: the uuids the client gave
+        # its videos label their statistics (GET /fluxmem/memory?uuid=...).
+        _REQUEST.uuids = list((getattr(inputs, "mm_uuid_items", None) or {}).get("video") or [])
+        try:
+            return super().apply(inputs, *args, **kwargs)
+        finally:
+            _REQUEST.uuids = []
+
     def get_dummy_mm_inputs(self, *args, **kwargs):
         # Profiling inputs: sizes only. Keep every token and skip the encoder (the worst case for
         # the KV cache, and no processor-side tower loaded in the engine process).
@@ -185,8 +210,8 @@ class ProcessorMixin:
             embeds = torch.zeros(sum(sizes), hidden, dtype=self.info.ctx.model_config.dtype)
         else:
             videos = self.fluxmem_encoder().compress_videos(pixels, grid, settings.memory)
-            for video in videos:
-                _record(video.stats(), video.keep)
+            for video, uuid in zip(videos, _request_uuids(len(videos))):
+                _record(video.stats(), video.keep, uuid)
             keep = torch.cat([video.keep for video in videos])
             embeds = torch.cat([video.embeds for video in videos])
         del processed_data["pixel_values_videos"]

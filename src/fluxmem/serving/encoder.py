@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..adapters import hf
 from ..errors import ConfigError, InputError
 from ..memory import CompressResult, FluxMemConfig, compress
 
@@ -92,7 +93,7 @@ class VisionEncoder:
         with torch.device("meta"):
             shell = model_class(config)
         tower_class = type(shell.model.visual)
-        tower = tower_class._from_config(config.vision_config, dtype=dtype).to(device).eval()
+        tower = hf.module_from_config(tower_class, config.vision_config, dtype=dtype).to(device).eval()
         state = {}
         for file in _checkpoint_files(path):
             with safe_open(str(file), "pt", device="cpu") as handle:

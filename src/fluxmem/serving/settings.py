@@ -59,7 +59,10 @@ class ServingSettings:
         data = getattr(hf_config, "fluxmem", None)
         if data is None:
             return None
-        return cls.from_dict(data)
+        settings = cls.from_dict(data)
+        vision = getattr(hf_config, "vision_config", None)
+        settings.memory.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # whole grid steps, checked now
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         out = self.memory.to_dict()

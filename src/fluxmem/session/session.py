@@ -20,8 +20,9 @@ import torch
 from ..adapters import hf
 from ..adapters.streaming import Block, StreamOps, VideoLayout
 from ..errors import ConfigError, InputError
-from ..inputs import chat_messages, render
-from ..memory import FluxMemConfig, FluxMemory
+from ..inputs import chat_messages, check_question, render, token_pixels
+from ..memory import FluxMemConfig, FluxMemory, check_config
+from ..video import check_pixel_budget
 
 
 def stream_ops_for(model, processor, **options) -> StreamOps:
@@ -148,10 +149,11 @@ class StreamSession:
         if unknown:
             raise ConfigError(f"unknown option(s) {sorted(unknown)}; memory options are {sorted(FluxMemConfig.__dataclass_fields__)}.")
         state = get_state(model)
-        base = config or (state.config if state is not None else FluxMemConfig())
+        base = check_config(config) or (state.config if state is not None else FluxMemConfig())
         self.config = base.replace(**memory_options) if memory_options else base
         self.positions = check_positions(positions or (state.positions if state is not None else "original"))
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        check_pixel_budget(min_pixels, max_pixels, token_pixels(processor))
         hf.check_model(self.ops.model, "the streaming session")
         self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
         self.model = self.ops.model
@@ -431,8 +433,7 @@ class StreamSession:
         needs the final frames' features, held only with ``keep_frames=True`` (else a ConfigError).
         Before the first grid step is complete the answer is text-only (the model sees no video).
         """
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("the question is empty; pass the text to ask about the stream.")
+        check_question(question, "the stream")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
         unknown = set(generate_options) - set(_GENERATE_OPTIONS)
@@ -539,8 +540,7 @@ class StreamSession:
         (history included) with the video made of the frames sampled so far (complete grid steps),
         preprocessed by the processor as a whole. Needs ``keep_frames=True``. With a memory cap the
         offline inputs still hold the whole history (the cap is a streaming-only choice)."""
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("the question is empty; pass the text to ask about the stream.")
+        check_question(question, "the stream")
         if not self.keep_frames:
             raise ConfigError("offline_inputs needs the sampled frames: create the session with keep_frames=True.")
         history = self._history if self.history_enabled else []

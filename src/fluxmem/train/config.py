@@ -168,6 +168,12 @@ class TrainConfig:
         for name in ("learning_rate", "merger_lr", "vision_lr", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_steps != -1 and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 (or -1: train num_train_epochs epochs), got {self.max_steps}.")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ConfigError(f"num_train_epochs must be > 0 (or set max_steps), got {self.num_train_epochs}.")
+        if self.min_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ConfigError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels}).")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}.")
         if not 0 <= self.lora_dropout < 1:
@@ -201,6 +207,10 @@ class TrainConfig:
                     "deepspeed is set but the deepspeed package is not installed: pip install deepspeed (it builds "
                     "against your CUDA torch; multi-GPU only), or drop deepspeed to train without it."
                 )
+        from ..loading import token_pixels
+        from ..video import check_pixel_budget
+
+        check_pixel_budget(self.min_pixels, self.max_pixels, token_pixels(self.model))  # from the model's config alone
 
     # ------------------------------------------------------------------ views
     def memory_config(self) -> FluxMemConfig:

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from transformers import Trainer
 
-from ..adapters import get_state
+from ..adapters import get_state, hf
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,9 @@ class FluxMemTrainer(Trainer):
             self._retained = []
         super().log(logs, *args, **kwargs)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """Resume full-model weights under the model's own key names.
+    def load_checkpoint_weights(self, resume_from_checkpoint, model, stock):
+        """Resume full-model weights under the model's own key names (``stock``: the Trainer's own
+        loading, see :func:`hf.route_checkpoint_loading`).
 
         transformers 5 saves Qwen2.5-VL in its legacy key layout (``model.layers.*``,
         ``visual.*``) while the module holds ``model.language_model.*`` / ``model.visual.*``; the
@@ -103,11 +104,11 @@ class FluxMemTrainer(Trainer):
         """
         model = self.model if model is None else model
         if self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "peft_config"):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return stock(resume_from_checkpoint, model)
         names = _saved_names(model)
         files = _weight_files(resume_from_checkpoint)
         if names is None or files is None:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return stock(resume_from_checkpoint, model)
         from safetensors.torch import load_file
 
         by_saved = {saved: name for name, saved in names.items()}
@@ -127,11 +128,12 @@ class FluxMemTrainer(Trainer):
         logger.info("resumed %d weight tensors from %s", len(state), resume_from_checkpoint)
 
 
+hf.route_checkpoint_loading(FluxMemTrainer, FluxMemTrainer.load_checkpoint_weights)
+
+
 def _saved_names(model) -> dict[str, str] | None:
     """In-memory parameter name -> name in a saved checkpoint, when saving only renames tensors
     (None when it transforms some, or the installed transformers has no conversion API)."""
-    from ..adapters import hf
-
     current = model.state_dict()
     by_id = {id(tensor): name for name, tensor in current.items()}
     try:

@@ -8,7 +8,7 @@
 """
 
 from .decode import DecodedVideo, VideoInfo, decode_frames, decode_progress, probe_video
-from .sampling import FRAME_FACTOR, offline_frame_indices, realtime_frame_indices, sampled_fps
+from .sampling import FRAME_FACTOR, check_pixel_budget, offline_frame_indices, realtime_frame_indices, sampled_fps
 from .sources import FrameSource, open_source
 from .vision import VideoClip, extract_vision_info, fetch_video, process_vision_info
 
@@ -18,6 +18,7 @@ __all__ = [
     "FrameSource",
     "VideoClip",
     "VideoInfo",
+    "check_pixel_budget",
     "decode_frames",
     "decode_progress",
     "extract_vision_info",

@@ -37,6 +37,24 @@ def _check_positive(name: str, value, *, allow_none: bool = True) -> None:
         raise ConfigError(f"{name} must be a positive number, got {value!r}.")
 
 
+def check_pixel_budget(min_pixels, max_pixels, token_pixels: int | None = None, *,
+                       flags: tuple[str, str] = ("min_pixels", "max_pixels")) -> None:
+    """A per-frame pixel budget that can be met: whole numbers >= 1, ``min <= max``, and ``max`` at
+    least one visual token (``token_pixels`` = (patch size * merge size)², when the model is known).
+    ``flags`` name the two settings in the message (``--min-pixels`` on the command line)."""
+    for flag, value in zip(flags, (min_pixels, max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{flag} must be a whole number of pixels >= 1 (or None), e.g. 401408 = 512*28*28, got {value!r}.")
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ConfigError(f"{flags[0]} ({min_pixels}) must not exceed {flags[1]} ({max_pixels}); lower the one or raise the other.")
+    if token_pixels and max_pixels is not None and max_pixels < token_pixels:
+        side = math.isqrt(token_pixels)
+        raise ConfigError(
+            f"{flags[1]} {max_pixels} is less than one visual token ({side}*{side} = {token_pixels} pixels for this model); "
+            f"use {flags[1]} >= {token_pixels}, e.g. {512 * token_pixels} = 512*{side}*{side}."
+        )
+
+
 def _check_time(name: str, value) -> None:
     if value is None:
         return

@@ -129,9 +129,16 @@ def _target_size(ele: dict, height: int, width: int, nframes: int, image_patch_s
     )
     max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
     try:
-        return qv.smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+        size = qv.smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     except (ValueError, AssertionError) as exc:
         raise ConfigError(f"Cannot size a {width}x{height} video: {exc}") from exc
+    if min(size) < factor:  # the budget leaves no whole row or column of tokens at this aspect ratio
+        needed = math.ceil(factor * factor * max(height, width) / min(height, width))
+        raise ConfigError(
+            f"a budget of {int(max_pixels)} pixels per frame is too small for a {width}x{height} video: it leaves no "
+            f"row of {factor}x{factor}-pixel tokens; use max_pixels >= {needed} (and total_pixels >= that per frame)."
+        )
+    return size
 
 
 def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

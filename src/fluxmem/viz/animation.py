@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def _even(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(canvas)
 
 
+MIN_FPS = 0.002
+"""Slowest animation: a GIF stores a frame's delay in 1/100 s in 16 bits (655.35 s at most)."""
+
+
+def check_fps(fps, flag: str = "animation fps") -> None:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps < MIN_FPS:
+        raise ConfigError(f"{flag} must be a number of overlays per second >= {MIN_FPS} (a GIF holds a frame at most 655 s), got {fps!r}.")
+
+
 def write_animation(images: list[Image.Image], path, *, fps: float = 2.0) -> Path:
     """Write ``images`` (one per grid step) to ``path``; the suffix picks MP4 (H.264, MPEG-4 Part 2
     where H.264 is missing) or GIF. ``fps``: overlays shown per second."""
@@ -30,8 +40,7 @@ def write_animation(images: list[Image.Image], path, *, fps: float = 2.0) -> Pat
         raise ConfigError(f"animation must be .mp4 or .gif, got {path.name!r}.")
     if not images:
         raise ConfigError("no overlay to animate: the video produced no grid step.")
-    if fps <= 0:
-        raise ConfigError(f"animation fps must be > 0, got {fps}.")
+    check_fps(fps)
     with atomic_file(path) as temporary:  # a crash leaves no half-written animation
         _write(images, temporary, kind, fps)
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..outputs import atomic_file, claim_output
-from .animation import FORMATS, write_animation
+from .animation import FORMATS, check_fps, write_animation
 from .overlay import draw_step
 from .plot import plot_tokens
 from .records import MemoryTrace, trace_video
@@ -75,6 +75,8 @@ def visualize(
 ) -> Visualization:
     """:func:`trace_video` then :func:`write_pictures`: every picture of one video under ``out_dir``
     (checked against the video and locked first: :func:`fluxmem.outputs.claim_output`)."""
+    if animation is not None:
+        check_fps(animation_fps)  # before the model runs
     video_path = video if isinstance(video, (str, Path)) else None
     with claim_output(out_dir, flag="out_dir", kind="dir", what="pictures", writes=picture_names(animation), inputs={"video": video_path}):
         trace = trace_video(model, processor, video, config=config, sampling=sampling, display=display, progress=progress)
