@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fluxmem
-from fluxmem.errors import ConfigError, InputError
+from fluxmem.errors import ConfigError, InputError, OutputError
 from fluxmem.memory import FluxMemConfig, compress
 
 
@@ -175,8 +175,8 @@ def ovo(tmp_path_factory):
 
 
 SCORING = [
-    ("out is a file", {"out": "{file}"}, InputError,
-     r"^out '.*notes\.txt' is a file; pass a directory for scores\.json and scores\.md \(created if missing\)\.$"),
+    ("out is a file", {"out": "{file}"}, OutputError,
+     r"^--out '.*notes\.txt' is a file; the scores go into a folder: pass a folder path \(created if missing\)\.$"),
     ("replies is a directory", {"replies": "{dir}"}, InputError,
      r"^replies '.*' is a directory; pass the JSON-lines file of replies\.$"),
     ("context -5.0", {"context": -5.0}, ConfigError,

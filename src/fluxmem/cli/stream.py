@@ -111,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
     memory = options.memory_config(args)
     options.check_model_options(args)
-    options.check_model(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
-    with claim_out(args):
+    with claim_out(args):  # the output is checked first: a bad --out is named before a bad model
+        options.check_model(args)
         return _run(args, memory, questions)
 
 

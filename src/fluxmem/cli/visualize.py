@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = options.sampling_options(args)
     options.check_model_options(args)
     animation = None if args.animation == "none" else args.animation
-    options.check_model(args)
     with claim_out_dir(args, animation):
+        options.check_model(args)
         probe_video(args.video)  # a missing or broken video fails here, before the model loads
         model, processor = options.load(args)
         result = visualize(

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, VideoError
 from ..memory import FluxMemConfig
-from ..outputs import claim_output, output_lock, write_text
+from ..outputs import check_output, claim_output, output_lock, write_text
 from .benchmark import Benchmark, Turn, get_benchmark
 from .common import (
     DataIssues,
@@ -807,16 +807,18 @@ def score_replies(
     if context is not None and (isinstance(context, bool) or not isinstance(context, (int, float))
                                 or not math.isfinite(context) or context < 0):
         raise ConfigError(f"context must be seconds >= 0 before each question (None: all of the past), got {context!r}.")
-    with claim_output(out, flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD), what="scores",
-                      inputs={"annotations": annotations, "replies": replies}) as folder:
-        issues = DataIssues()
-        bench = get_benchmark(benchmark)
-        scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
-                                     context=context, tasks=tasks, issues=issues)
-        table = bench.table(scores)
-        scores["data"] = {"loader": issues.to_dict()}
-        if issues.counts:
-            table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
+    claim = dict(flag="--out", kind="dir", writes=(SCORES_JSON, SCORES_MD), what="scores",
+                 inputs={"annotations": annotations, "replies": replies})
+    check_output(out, **claim)  # a bad --out fails before the scoring work; nothing is created yet
+    issues = DataIssues()
+    bench = get_benchmark(benchmark)
+    scores = bench.score_replies(annotations, replies=str(replies) if replies else None, field=field_name,
+                                 context=context, tasks=tasks, issues=issues)
+    table = bench.table(scores)
+    scores["data"] = {"loader": issues.to_dict()}
+    if issues.counts:
+        table.notes.append("data: " + ", ".join(f"{k} {v}" for k, v in sorted(issues.counts.items())))
+    with claim_output(out, **claim) as folder:
         write_text(folder / SCORES_JSON, json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
         write_text(folder / SCORES_MD, table.to_markdown())
     return scores, table
