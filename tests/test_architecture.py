@@ -34,7 +34,7 @@ LAYERS = {
     "demo": {"adapters", "errors", "inference", "inputs", "loading", "memory", "session", "video", "viz"},
     "serving": {"adapters", "errors", "inputs", "memory", "video"},
     "cli": {"adapters", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
-            "serving", "session", "train", "video", "viz"},
+            "serving", "session", "testing", "train", "video", "viz"},
     "testing": {"adapters", "errors", "memory", "testing_families"},
     "testing_families": {"adapters", "errors", "memory", "testing"},
     "__init__": {"adapters", "errors", "memory", "models", "session", "video", "inputs", "loading", "inference"},
