@@ -114,3 +114,35 @@ def test_the_readme_opens_with_the_two_commands():
     assert block[0].startswith("bash scripts/setup.sh ") and block[0].endswith("fluxmem quickstart")
     assert block[1].startswith("bash scripts/setup.sh dev ") and block[1].endswith("pytest -q")
     assert "awk '/^```/ { block++; next } block == 1' README.md | sed -n 2p" in (REPO / ".ci" / "run").read_text()
+
+
+def test_a_model_that_loads_answers_in_its_own_words(tiny_model_dir, capsys):
+    assert main(["quickstart", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0] == f"fluxmem quickstart: loading {tiny_model_dir}"
+    shown = _quickstart_lines(captured.out)
+    assert shown["model"] == f"{tiny_model_dir}, FluxMem on"
+    assert "tokens of noise" not in shown["answer"]  # the model's own text, whatever it is
+
+
+def test_a_download_that_breaks_off_is_one_line_and_the_job_still_runs(monkeypatch, capsys):
+    from fluxmem import loading
+    from fluxmem.cli import quickstart
+
+    def broken(*args, **kwargs):
+        raise OSError("Connection broken: IncompleteRead(0 bytes read)\nmore detail")
+
+    monkeypatch.setattr(quickstart, "fetch_problem", lambda model: None)
+    monkeypatch.setattr(loading, "load_model", broken)
+    assert main(["quickstart", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("fluxmem quickstart: loading Qwen/Qwen2.5-VL-7B-Instruct")
+    assert err[1].startswith("fluxmem quickstart: cannot fetch Qwen/Qwen2.5-VL-7B-Instruct (the download failed: "
+                             "Connection broken: IncompleteRead(0 bytes read)); running the same job")
+
+
+def test_a_model_that_is_neither_a_directory_nor_a_hub_id_is_one_line(tmp_path, capsys):
+    assert main(["quickstart", "--model", str(tmp_path / "missing" / "model" / "dir")]) == 2
+    assert capsys.readouterr().err == (
+        f"fluxmem quickstart: error: --model '{tmp_path}/missing/model/dir' is neither a local directory nor a "
+        "Hugging Face id; pass a saved model directory or a Hub id such as Qwen/Qwen2.5-VL-7B-Instruct.\n")
