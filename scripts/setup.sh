@@ -24,13 +24,16 @@ command -v "$python" >/dev/null || fail "no $python on PATH; install Python >= 3
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || fail "fluxmem needs Python >= 3.10; $python is $("$python" -V 2>&1). Pass PYTHON=/path/to/python3.10-or-newer."
 
-# A torch the interpreter already has is used when it fits (torch >= 2.4 with its torchvision).
+# A torch the interpreter already has is used when it fits (torch >= 2.4 with its torchvision). A venv
+# lends .venv only what its base interpreter has, so that is where to look.
 torch_fits='import torch, torchvision; v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]); assert v >= (2, 4)'
+base=$("$python" -c 'import os, sys; print(os.path.join(sys.base_prefix, "bin", "python3"))')
+[ -x "$base" ] || base=$python
 
 if [ ! -x "$venv/bin/python" ]; then
-    if "$python" -c "$torch_fits" 2>/dev/null; then
-        say "creating $venv on $("$python" -V 2>&1), using its torch $("$python" -c 'import torch; print(torch.__version__)')"
-        "$python" -m venv --system-site-packages "$venv"
+    if "$base" -c "$torch_fits" 2>/dev/null; then
+        say "creating $venv on $("$base" -V 2>&1), using its torch $("$base" -c 'import torch; print(torch.__version__)')"
+        "$base" -m venv --system-site-packages "$venv"
     else
         say "creating $venv on $("$python" -V 2>&1)"
         "$python" -m venv "$venv"
