@@ -108,7 +108,7 @@ def test_tab_session_follows_the_playback_position(model_and_processor, clips):
 
 # ------------------------------------------------------------------------------------- browser
 def _browser_or_skip():
-    pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'fluxmem[demo]')")
+    pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'fluxmem-video[demo]')")
     pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (bash .ci/install-browser.sh)")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (bash .ci/install-browser.sh)")

@@ -1,8 +1,8 @@
 """The published protocol pinned down: prompts byte for byte, the frame rule with hand-computed
 frame lists, the reported spacing, pixel limits, the reply chain; and the protocols' settings.
 
-Vectors beside the spec (``shared/spec/published_prompts.json``, ``published_frames.json``) are
-checked too when the spec folder is present."""
+The vectors published with the protocol's specification (``tests/data/published_prompts.json``,
+``published_frames.json``, copied from the spec unchanged) are checked too."""
 
 from __future__ import annotations
 
@@ -31,15 +31,12 @@ from fluxmem.eval.protocol import (
 )
 from fluxmem.eval.streamingbench import build_published_prompt
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
+VECTORS = Path(__file__).resolve().parent / "data"
 NTSC, NTSC2 = 30000 / 1001, 60000 / 1001
 
 
-def _spec(name):
-    path = SPEC / name
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return json.loads(path.read_text(encoding="utf-8"))
+def _vectors(name):
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------------------------- prompts
@@ -102,7 +99,7 @@ def test_ovobench_published_prompts_literal():
 
 
 def test_published_prompt_vectors():
-    data = _spec("published_prompts.json")
+    data = _vectors("published_prompts.json")
     sb = data["streamingbench"]
     for ex in sb["examples"]:
         assert build_published_prompt(ex["question"], ex["options"]) == ex["prompt"]
@@ -178,7 +175,7 @@ def test_published_frames_positions():
 def test_published_frame_vectors():
     # the vectors' times and spacings were printed by the published code in decimal: compared to
     # the digits printed (atol / rel_tol), while indices and positions are compared exactly
-    data = _spec("published_frames.json")
+    data = _vectors("published_frames.json")
     for e in data["streamingbench"]:
         p = published_frames(e["video_frames"], e["video_fps"], e["video_start"], e["video_end"], min_frames=2)
         assert p.indices == e["indices"], (e["native_fps"], e["t"])

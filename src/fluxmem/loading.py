@@ -120,9 +120,7 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
         merged = Path(source) / "merged"
         hint = f", or pass the merged model {str(merged)!r}" if merged.is_dir() else ""
         raise ConfigError(f"{source!r} holds LoRA adapters; loading them needs peft: pip install peft{hint}.") from None
-    base = json.loads((Path(source) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{source!r} holds LoRA adapters but adapter_config.json names no base model; set base_model_name_or_path.")
+    base = adapter_base_model(source)
     if fluxmem is None and (Path(source) / "fluxmem.json").is_file():
         fluxmem = FluxMemConfig.from_dict(json.loads((Path(source) / "fluxmem.json").read_text()))
     try:
@@ -211,6 +209,42 @@ def token_pixels(model_id) -> int | None:
     vision = getattr(supported_config(source), "vision_config", None)
     factor = int(getattr(vision, "patch_size", 14)) * int(getattr(vision, "spatial_merge_size", 2))
     return factor * factor
+def adapter_base_model(adapter_dir: str | os.PathLike) -> str:
+    """The base model of the LoRA adapters in ``adapter_dir``, from its ``adapter_config.json``: a
+    Hugging Face id or an absolute path as stored (``fluxmem train`` stores one of those), a relative
+    path resolved against ``adapter_dir`` itself, so that the adapters load from any directory."""
+    import json
+
+    adapter_dir = Path(adapter_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"cannot read {str(config_file)!r} ({error.__class__.__name__}); "
+                          "it must be the JSON object peft saves with the adapters.") from None
+    if not base or not isinstance(base, str):
+        raise ConfigError(f"{str(adapter_dir)!r} holds LoRA adapters but adapter_config.json names no base model; "
+                          "set base_model_name_or_path to the base model's Hugging Face id or absolute path.")
+    path = Path(base).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = adapter_dir / path
+    if beside.exists():
+        return str(beside.resolve())
+    if _looks_like_hub_id(base):
+        return base
+    raise ConfigError(
+        f"{str(adapter_dir)!r} holds LoRA adapters for the base model {base!r}, a relative path that is not beside "
+        f"the adapters ({str(beside)!r}); set base_model_name_or_path in adapter_config.json to the base model's "
+        "absolute path or Hugging Face id."
+    )
+
+
+def local_or_hub(model_id: str | os.PathLike) -> str:
+    """``model_id`` as an absolute path when it names an existing local directory or file, else
+    unchanged (a Hugging Face id): what a saved record should hold to work from any directory."""
+    path = Path(model_id).expanduser()
+    return str(path.resolve()) if path.exists() else str(model_id)
 
 
 def supported_config(source: str | os.PathLike):

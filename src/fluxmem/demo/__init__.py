@@ -1,7 +1,7 @@
 """The FluxMem web demo (``fluxmem demo``): a Gradio page on the streaming session.
 
 :func:`build_demo` makes the page, :func:`serve` launches it; :class:`TabSession` is one tab's
-state (no Gradio inside, so its behaviour is testable directly). Needs ``pip install fluxmem[demo]``.
+state (no Gradio inside, so its behaviour is testable directly). Needs ``pip install 'fluxmem-video[demo]'``.
 """
 
 from .tab import Reply, TabSession

@@ -50,7 +50,7 @@ def _gradio():
     try:
         import gradio as gr
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise FluxMemError("the demo needs Gradio: pip install 'fluxmem[demo]'.") from error
+        raise FluxMemError("the demo needs Gradio: pip install 'fluxmem-video[demo]'.") from error
     return gr
 
 

@@ -48,14 +48,17 @@ def load_for_training(config: TrainConfig):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from ..adapters import install
-    from ..loading import supported_config
+    from ..loading import local_or_hub, supported_config
 
-    supported_config(config.model)  # a clear error before any weight loads
+    # A local base model by its absolute path: peft records the name the weights were loaded
+    # from, and a relative one would load the adapters only from the directory trained in.
+    source = local_or_hub(config.model)
+    supported_config(source)  # a clear error before any weight loads
     kwargs = {"dtype": _weights_dtype(config)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
-    processor = AutoProcessor.from_pretrained(config.model)
+    model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    processor = AutoProcessor.from_pretrained(source)
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     install(model, config.memory_config(), default_active=config.use_fluxmem, positions=config.positions)
@@ -78,7 +81,7 @@ def prepare_parameters(model, config: TrainConfig):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ConfigError("lora needs peft: pip install 'fluxmem[train]' (or pip install peft).") from None
+        raise ConfigError("lora needs peft: pip install 'fluxmem-video[train]' (or pip install peft).") from None
     for param in model.parameters():
         param.requires_grad_(False)
     lora = LoraConfig(
@@ -273,7 +276,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
     adapters (their base model is loaded from ``adapter_config.json``), with the saved FluxMem
     settings as the switch's defaults."""
     from ..adapters import install
-    from ..loading import load_model
+    from ..loading import adapter_base_model, load_model
     from ..memory import FluxMemConfig
 
     path = Path(path)
@@ -288,9 +291,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
     from peft import PeftModel
 
     saved = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{adapter_config} names no base model; load the base and apply the adapters with peft.")
+    base = adapter_base_model(path)
     model, processor = load_model(base, device=device, dtype=dtype, fluxmem=FluxMemConfig.from_dict(saved))
     with peft_quiet():
         model = PeftModel.from_pretrained(model, str(path))

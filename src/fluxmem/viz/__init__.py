@@ -6,7 +6,7 @@
   :func:`write_summary` — one picture or file each.
 * :func:`visualize` — all of them for one video (what ``fluxmem visualize`` runs).
 
-Needs matplotlib (``pip install fluxmem[viz]``) for fonts and the plot.
+Needs matplotlib (``pip install 'fluxmem-video[viz]'``) for fonts and the plot.
 """
 
 from .animation import write_animation
