@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--offline", action="store_true", help="use the offline tiny model without trying the Hub")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=options.positive_int, default=64)
     parser.set_defaults(handler=run, attn_implementation=None)
 
 
@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from ..video.sample import SAMPLE_QUESTION, sample_clip
     from .ask import format_memory_line
 
-    options.check_max_new_tokens(args.max_new_tokens)
     options.check_model_options(args)
     memory = FluxMemConfig()  # the defaults, as `fluxmem ask`
     model = None
