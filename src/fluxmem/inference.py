@@ -17,6 +17,7 @@ from PIL import Image
 from .adapters import get_state, registry
 from .errors import ConfigError, InputError
 from .inputs import chat_messages, processor_inputs
+from .video.pixels import uint8_pixels
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def _as_video_source(video):
     if isinstance(video, np.ndarray):
         if video.ndim != 4 or video.shape[-1] != 3:
             raise InputError(f"video frames must be an array [T, H, W, 3], got shape {video.shape}.")
-        return [Image.fromarray(np.ascontiguousarray(frame).astype(np.uint8)) for frame in video]
+        video = uint8_pixels(video, "the video")  # uint8 0..255 or floats 0..1 (fluxmem.video.pixels)
+        return [Image.fromarray(np.ascontiguousarray(frame)) for frame in video]
     if isinstance(video, (list, tuple)):
         return list(video)
     raise InputError(f"a video must be a path or frames, got {type(video).__name__}.")
