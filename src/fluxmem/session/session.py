@@ -263,7 +263,7 @@ class StreamSession:
             reason = " ".join(str(error).split()) or type(error).__name__
             raise InputError(
                 f"a {height}x{width} frame (height x width) cannot be sized for the model ({reason}); crop or pad "
-                "frames to a less extreme shape before pushing. The session is unchanged."
+                "the frames to a less extreme shape. The frame was refused; the session is unchanged."
             ) from None
         head = self.ops.prompt_ids(self._render("?", [], with_video=True)).head
         return head, self.ops.layout(len(head), self.ops.merged_grid(grid_thw), self.fps, frame_size=(height, width))
