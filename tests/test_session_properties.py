@@ -21,33 +21,21 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from _tiny_families import ALL_FAMILIES, tiny
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-import fluxmem
 from fluxmem.adapters import get_state
 from fluxmem.errors import InputError
 from fluxmem.inference import encode_videos
 from fluxmem.session import StreamSession
-from fluxmem.testing import build_tiny_qwen2_5_vl
-from fluxmem.testing_families import FAMILIES, build_tiny
 
 MEMORY = {"short_frames": 2, "medium_frames": 4}  # S = 1 grid step, M = 2: every tier within a few steps
 QUESTION = "What happens?"
 ACCEPTED_SIZES = [(1, 1), (2, 5), (17, 23), (28, 28), (33, 47), (3, 300), (300, 3)]
 REFUSED_SIZES = [(8, 2000), (2000, 8), (1, 300)]  # aspect ratios of 250 and more: no processor sizes them
 CLOCKS = [(2, 2), (5, 2), (30, 15), (60, 30), (60, 15), (25, 10)]  # (native frames per second, session fps)
-FAMILY_NAMES = ("qwen2_5_vl", *FAMILIES)
 EXAMPLES = {"qwen3_5": 3, "qwen3_5_moe": 3}  # recurrent layers in plain PyTorch: slow on a CPU
-_MODELS: dict = {}
-
-
-def tiny(family):
-    if family not in _MODELS:
-        model, processor = build_tiny_qwen2_5_vl() if family == "qwen2_5_vl" else build_tiny(family)
-        fluxmem.enable(model, **MEMORY)
-        _MODELS[family] = (model, processor)
-    return _MODELS[family]
 
 
 segment = st.tuples(st.sampled_from(["still", "black", "white", "noise"]), st.integers(1, 12))
@@ -109,11 +97,11 @@ def offline(model, session):
     return out[0, inputs["input_ids"].shape[1] :].tolist(), summary["kept"]
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_the_session_survives_unkind_clips_and_equals_offline(family):
     model, processor = tiny(family)
 
-    @seed(FAMILY_NAMES.index(family))  # fixed clips per family (other clips on each family), the same every run
+    @seed(ALL_FAMILIES.index(family))  # fixed clips per family (other clips on each family), the same every run
     @settings(max_examples=EXAMPLES.get(family, 6), deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
     @given(clip=clips)

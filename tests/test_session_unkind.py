@@ -8,27 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny_families import ALL_FAMILIES, tiny
 
-import fluxmem
-from fluxmem.errors import InputError
+from fluxmem.errors import ConfigError, InputError
 from fluxmem.inference import SamplingOptions, answer
 from fluxmem.session import StreamSession
-from fluxmem.testing import build_tiny_qwen2_5_vl, moving_square_frames
-from fluxmem.testing_families import FAMILIES, build_tiny
+from fluxmem.testing import moving_square_frames
 
 MEMORY = {"short_frames": 4, "medium_frames": 8}  # S = 2 grid steps, M = 4 grid steps
 QUESTION = "What is moving in the video?"
-ALL_FAMILIES = ("qwen2_5_vl", *FAMILIES)
-_MODELS: dict = {}
-
-
-def tiny(family):
-    """One tiny model per family for the whole module, with the switch on (for offline generate)."""
-    if family not in _MODELS:
-        model, processor = build_tiny_qwen2_5_vl() if family == "qwen2_5_vl" else build_tiny(family)
-        fluxmem.enable(model, **MEMORY)
-        _MODELS[family] = (model, processor)
-    return _MODELS[family]
 
 
 def offline_tokens(model, session, max_new_tokens=4):
@@ -98,6 +86,15 @@ def test_qwen3_frames_are_sized_as_the_processor_sizes_them(family, max_pixels, 
     height, width = session.memory.grid_hw
     assert inputs["video_grid_thw"].tolist() == [[3, 2 * height, 2 * width]]
     assert session.ask(QUESTION, max_new_tokens=4).token_ids == offline_tokens(model, session)
+
+
+def test_pixel_budgets_that_no_frame_can_meet_are_refused_at_once():
+    model, processor = tiny("qwen3_vl")  # 16-px patches merged 2x2: one visual token covers 32x32 pixels
+    for bad, message in (({"max_pixels": 0}, "positive number of pixels"), ({"min_pixels": -1}, "positive number"),
+                         ({"max_pixels": 10}, "less than one visual token .32x32 = 1024"),
+                         ({"min_pixels": 100_000, "max_pixels": 2000}, "must not exceed")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            StreamSession(model, processor, **bad)
 
 
 # ------------------------------------------------------------------ c. a still scene is no scene change

@@ -20,7 +20,7 @@ import torch
 from ..adapters import hf
 from ..adapters.streaming import Block, StreamOps, VideoLayout
 from ..errors import ConfigError, FluxMemError, InputError
-from ..inputs import chat_messages, render
+from ..inputs import chat_messages, patch_size, render
 from ..memory import FluxMemConfig, FluxMemory
 from ..video.pixels import uint8_pixels
 
@@ -149,8 +149,19 @@ class StreamSession:
         state = get_state(model)
         base = config or (state.config if state is not None else FluxMemConfig())
         self.config = base.replace(**memory_options) if memory_options else base
+        for name, pixels in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1):
+                raise ConfigError(f"{name} must be a positive number of pixels per frame (or None for the processor's), got {pixels!r}.")
+        if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+            raise ConfigError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels}).")
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
         hf.check_model(self.ops.model, "the streaming session")
+        token = patch_size(processor) * self.ops.spatial_merge_size  # pixels on a side of one visual token
+        if max_pixels is not None and max_pixels < token * token:
+            raise ConfigError(
+                f"max_pixels={max_pixels} is less than one visual token ({token}x{token} = {token * token} pixels); "
+                f"use max_pixels >= {token * token}."
+            )
         self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
         self.model = self.ops.model
         self.processor = processor
@@ -257,7 +268,7 @@ class StreamSession:
         probe = image.unsqueeze(0).expand(self.ops.temporal_patch_size, -1, -1, -1)
         try:
             _, grid_thw = self.ops.step_pixels(probe)
-        except (ValueError, ZeroDivisionError) as error:  # the processor's own size rules
+        except ValueError as error:  # the processor's own size rules (e.g. aspect ratio at most 200)
             if isinstance(error, FluxMemError):
                 raise
             reason = " ".join(str(error).split()) or type(error).__name__
