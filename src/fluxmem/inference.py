@@ -132,8 +132,9 @@ def answer(
     second_per_grid_ts: list[float] | None = None,
     **generate_kwargs,
 ) -> Answer:
-    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
-    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
+    """Ask ``question`` about ``video`` (a path, a list of frames or an array ``[T, H, W, 3]``) with
+    greedy decoding by default. Pixels are uint8 0..255 or floats 0..1, as ``StreamSession.push``
+    reads them (:mod:`fluxmem.video.pixels`). ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
     sampling = sampling or SamplingOptions()
     timings = {}
     started = time.perf_counter()
