@@ -8,12 +8,7 @@
 """
 
 from .decode import DecodedVideo, VideoInfo, decode_frames, decode_progress, probe_video
-from .sampling import (
-    FRAME_FACTOR,
-    offline_frame_indices,
-    realtime_frame_indices,
-    sampled_fps,
-)
+from .sampling import FRAME_FACTOR, offline_frame_indices, realtime_frame_indices, sampled_fps
 from .sources import FrameSource, open_source
 from .vision import VideoClip, extract_vision_info, fetch_video, process_vision_info
 
