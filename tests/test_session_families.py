@@ -142,7 +142,8 @@ def test_memory_cap_cuts_whole_blocks_or_re_prefills_the_cache(family):
     from fluxmem.session import Block
 
     model, processor = tiny(family)
-    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=64, keep_frames=True, **MEMORY)  # holds segments
+    # the cap counts each step's timestamp and vision start/end too: 160 leaves room for long-term frames
+    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=160, keep_frames=True, **MEMORY)  # holds segments
     caches = []  # every cache object the session used (kept alive, so identities stay distinct)
     for i, frame in enumerate(moving_square_frames(40, square=56)):
         session.push(frame, i / 2.0)
@@ -189,9 +190,9 @@ def test_a_timestamp_format_the_processor_does_not_write_is_refused(frames):
     model, processor = tiny("qwen3_vl")
     session = StreamSession(model, processor, fps=2.0, **MEMORY)
     session.ops.timestamp_text = lambda step, fps: f"<{step * 2 / fps:.2f} seconds>"
-    session.push(frames[0], 0.0)
     with pytest.raises(UnsupportedModelError, match="timestamp blocks differently"):
-        session.push(frames[1], 0.5)
+        session.push(frames[0], 0.0)  # checked at the first frame, before anything changes
+    assert session.time is None and session.stats()["frames_seen"] == 0
 
 
 def test_capped_qwen3_vl_stream_holds_constant_bytes_past_the_cap():

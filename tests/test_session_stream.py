@@ -93,7 +93,8 @@ def test_frame_types_give_the_same_pixels(tiny, frames):
     _model, _processor = tiny
     reference = torch.from_numpy(frames[3]).permute(2, 0, 1)
     for frame in (frames[3], torch.from_numpy(frames[3]), reference.clone(), Image.fromarray(frames[3]),
-                  frames[3].astype(np.float32)):
+                  frames[3].astype(np.float32) / 255, frames[3].astype(np.float64) / 255, frames[3].astype(np.int64),
+                  frames[3].astype(np.uint16)):  # floats are 0..1; other integers 0..255 as they are
         assert torch.equal(StreamSession._as_chw_uint8(frame), reference)
 
 

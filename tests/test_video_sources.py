@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fluxmem.errors import VideoError
+from fluxmem.errors import InputError, VideoError
 from fluxmem.video import open_source
 from fluxmem.video.synthetic import read_synthetic_index, synthetic_frame, write_synthetic_clip
 
@@ -75,6 +75,17 @@ def test_in_memory_sources():
     frames = list(open_source(images, fps=20, realtime=True))
     assert time.monotonic() - start >= 0.09
     assert [read_synthetic_index(f) for f, _ in frames] == [0, 1, 2]
+
+
+def test_in_memory_pixels_follow_the_one_rule():
+    """uint8 0..255 or floats 0..1 (as push and answer read them); anything else is refused."""
+    array = np.stack([synthetic_frame(i) for i in range(2)])
+    for same in (array.astype(np.float32) / 255, array.astype(np.int64), [frame.astype(np.float64) / 255 for frame in array]):
+        assert all(np.array_equal(got, want) for (got, _), want in zip(open_source(same, fps=2), array))
+    for bad, message in ((array.astype(np.float32), "frame 0 of an in-memory video holds float pixels"),
+                         (array.astype(np.uint16) * 257, "frame 0 of an in-memory video holds uint16 pixels")):  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            list(open_source(bad, fps=2))
 
 
 def test_failure_mid_stream_ends_cleanly(root, caplog):

@@ -19,6 +19,7 @@ from .adapters import get_state, registry
 from .errors import ConfigError, InputError
 from .inputs import chat_messages, processor_inputs, token_pixels
 from .video import check_pixel_budget
+from .video.pixels import uint8_pixels
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ def _as_video_source(video):
     if isinstance(video, np.ndarray):
         if video.ndim != 4 or video.shape[-1] != 3:
             raise InputError(f"video frames must be an array [T, H, W, 3], got shape {video.shape}.")
-        return [Image.fromarray(np.ascontiguousarray(frame).astype(np.uint8)) for frame in video]
+        video = uint8_pixels(video, "the video")  # uint8 0..255 or floats 0..1 (fluxmem.video.pixels)
+        return [Image.fromarray(np.ascontiguousarray(frame)) for frame in video]
     if isinstance(video, (list, tuple)):
         return list(video)
     raise InputError(f"a video must be a path or frames, got {type(video).__name__}.")
@@ -139,8 +141,9 @@ def answer(
     second_per_grid_ts: list[float] | None = None,
     **generate_kwargs,
 ) -> Answer:
-    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
-    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
+    """Ask ``question`` about ``video`` (a path, a list of frames or an array ``[T, H, W, 3]``) with
+    greedy decoding by default. Pixels are uint8 0..255 or floats 0..1, as ``StreamSession.push``
+    reads them (:mod:`fluxmem.video.pixels`). ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
     sampling = sampling or SamplingOptions()
     if not isinstance(sampling, SamplingOptions):
         raise ConfigError(f"sampling must be a SamplingOptions(...), got {type(sampling).__name__} {sampling!r}.")

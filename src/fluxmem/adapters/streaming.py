@@ -195,11 +195,13 @@ class StreamOps:
         return PromptParts(self.encode_text(head), self.encode_text(tail))
 
     # ------------------------------------------------------------ positions
-    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original") -> VideoLayout:
+    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original",
+               frame_size: tuple[int, int] | None = None) -> VideoLayout:  # fmt: skip
         """The video layout for a head of ``head_length`` tokens, checked against the family's own
         numbering by the rule ``positions`` (the adapter's ``rope_positions``) so that a
         transformers version numbering positions differently fails loudly instead of answering
-        slightly wrong."""
+        slightly wrong. ``frame_size``: the raw frames' ``(height, width)``, for families whose
+        check runs the processor."""
         seconds_per_step = torch.tensor([self.temporal_patch_size / float(fps)], dtype=torch.float32)
         interval = self.temporal_interval(seconds_per_step)
         candidates = [VideoLayout(head_length, grid_hw, interval, rule) for rule in ("after_grid", "after_max")]
@@ -238,6 +240,11 @@ class StreamOps:
         parts.append(self.text_positions(layout.tail_start(steps), tail))
         return torch.cat(parts, dim=1)
 
+    def text_rows(self, layout: VideoLayout, step: int) -> int:
+        """Rows grid step ``step`` puts in the language model besides its kept visual tokens
+        (Qwen2-VL / Qwen2.5-VL: none)."""
+        return 0
+
     def video_positions(self, layout: VideoLayout, step: int, cells: torch.Tensor) -> torch.Tensor:
         """``[3, n]`` M-RoPE positions of grid step ``step``'s cells (raster indices ``cells``)."""
         width = layout.grid_hw[1]
@@ -271,7 +278,10 @@ class StreamOps:
         (extended in place); returns the float32 logits of the last token. Calls the decoder
         directly, so the FluxMem switch's forward hook (on the top-level model) never sees it.
         ``visual_mask`` (bool ``[L]``) and ``deepstack`` (per level ``[n_visual, D]``) go to decoders
-        with deepstack inputs (Qwen3-VL's ``visual_pos_masks`` / ``deepstack_visual_embeds``)."""
+        with deepstack inputs (Qwen3-VL's ``visual_pos_masks`` / ``deepstack_visual_embeds``).
+        Zero rows (grid steps that kept no token) change nothing and return ``None``."""
+        if embeds.shape[0] == 0:
+            return None
         device, dtype = self.model.device, self.model.dtype
         levels = None
         if deepstack is not None and visual_mask is not None:
@@ -437,17 +447,25 @@ class Qwen3VLStreamOps(StreamOps):
         ``i`` at ``i / fps`` s; a step's time is the mean of its first and last frame)."""
         return f"<{hf.step_seconds(step, fps, self.temporal_patch_size):.1f} seconds>"
 
-    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original") -> VideoLayout:
-        """A :class:`BlockLayout`, checked on a 3-step probe against the processor's own video text
-        and the model's ``get_rope_index`` (the family's original rule: ``positions`` changes nothing)."""
+    def layout(self, head_length: int, grid_hw: tuple[int, int], fps: float, positions: str = "original",
+               frame_size: tuple[int, int] | None = None) -> VideoLayout:  # fmt: skip
+        """A :class:`BlockLayout`, checked on a 3-step probe (frames of ``frame_size``, default the
+        grid's own size) against the processor's own video text and the model's ``get_rope_index``
+        (the family's original rule: ``positions`` changes nothing)."""
         layout = BlockLayout(head_length, grid_hw, lambda step: self.encode_text(self.timestamp_text(step, fps)))
-        self._check_layout(layout, fps, steps=3)
+        self._check_layout(layout, fps, steps=3, frame_size=frame_size)
         return layout
 
-    def _check_layout(self, layout: BlockLayout, fps: float, steps: int) -> None:
+    def text_rows(self, layout: VideoLayout, step: int) -> int:
+        """The step's timestamp tokens, ``<|vision_start|>`` and ``<|vision_end|>``."""
+        return len(layout.text_ids(step)) + 2
+
+    def _check_layout(self, layout: BlockLayout, fps: float, steps: int, frame_size: tuple[int, int] | None = None) -> None:
         height, width = grid_hw = layout.grid_hw
-        factor = self.spatial_merge_size * int(self.model.config.vision_config.patch_size)
-        frames = torch.zeros(steps * self.temporal_patch_size, 3, height * factor, width * factor, dtype=torch.uint8)
+        if frame_size is None:  # frames already of the grid's size (a resize is not idempotent under every budget)
+            factor = self.spatial_merge_size * int(self.model.config.vision_config.patch_size)
+            frame_size = (height * factor, width * factor)
+        frames = torch.zeros(1, 3, *frame_size, dtype=torch.uint8).expand(steps * self.temporal_patch_size, -1, -1, -1)
         placeholder = getattr(self.processor, "video_token", None) or "<|video_pad|>"
         probe = self.offline_inputs(placeholder, frames, fps)
         mine = []
@@ -455,10 +473,12 @@ class Qwen3VLStreamOps(StreamOps):
             mine += layout.text_ids(step) + [self._vision_start] + [self.adapter.video_token_id] * (height * width)
             mine.append(self._vision_end)
         problem = None
-        if probe["video_grid_thw"].tolist() != [[steps, height * self.spatial_merge_size, width * self.spatial_merge_size]]:
-            problem = f"the probe video was resized to grid {probe['video_grid_thw'].tolist()}"
+        expected_grid = [steps, height * self.spatial_merge_size, width * self.spatial_merge_size]
+        if probe["video_grid_thw"].tolist() != [expected_grid]:
+            problem = (f"the processor resizes a {steps}-step video of {frame_size[0]}x{frame_size[1]} frames to the "
+                       f"patch grid {probe['video_grid_thw'][0].tolist()}, one grid step to {expected_grid[1:]}")  # fmt: skip
         elif probe["input_ids"][0].tolist() != mine:
-            problem = "the processor writes the per-frame timestamp blocks differently"
+            problem = "the processor writes the per-frame timestamp blocks differently than the session does"
         else:
             text_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             ids = torch.tensor([[text_id] * layout.start + mine + [text_id] * 3])
@@ -468,10 +488,10 @@ class Qwen3VLStreamOps(StreamOps):
             parts += [self._block_positions(layout, step, cells) for step in range(steps)]
             parts.append(self.text_positions(layout.tail_start(steps), 3))
             if not torch.equal(torch.cat(parts, dim=1), expected[:, 0]):
-                problem = "the model numbers the per-frame blocks' positions differently"
+                problem = "the model numbers the per-frame blocks' positions differently than the session does"
         if problem is not None:
             raise hf.unsupported([
-                (f"{self.adapter.family}: {problem} than the session does (grid {grid_hw}; the offline path, "
+                (f"{self.adapter.family}: {problem} (merged grid {grid_hw}; the offline path, "
                 "model.generate with use_fluxmem=True, still works)")
             ], "the streaming session")  # fmt: skip
 

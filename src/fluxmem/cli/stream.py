@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument("--gamma", type=options.fraction, default=0.5, help="scene-change threshold on the changed-token fraction")
     parser.add_argument("--instruction", default=None, help="standing instruction answered at each scene change")
     parser.add_argument("--max-new-tokens", type=options.positive_int, default=128)
-    parser.add_argument("--max-memory-tokens", type=options.positive_int, default=None, help="cap on visual tokens held (oldest long-term dropped)")
+    parser.add_argument("--max-memory-tokens", type=options.positive_int, default=None, help="cap on the video's tokens held: visual tokens and per-frame timestamps (oldest long-term dropped)")
     parser.add_argument("--no-cache-reuse", action="store_true", help="prefill everything at each question")
     parser.add_argument("--history", action="store_true", help="keep earlier questions and answers in the prompt")
     options.add_model_options(parser)
@@ -189,8 +189,10 @@ def _stream(source, session, questions: list[dict], max_new_tokens: int, out, *,
                 frame = _resize(frame, first_size)
             try:
                 events = session.push(frame, timestamp)
-            except InputError as error:  # e.g. a timestamp going backwards in a broken stream: skip the frame
-                logger.warning("frame at %.3f s skipped: %s", timestamp, error)
+            except InputError as error:
+                if last is None:  # later frames are resized to the first one's size: none would be taken
+                    raise InputError(f"{source.name}: {error}") from None
+                logger.warning("frame at %.3f s skipped: %s", timestamp, error)  # e.g. a timestamp going backwards
                 continue
             last = (frame, timestamp)
             counts["frames"] += 1

@@ -19,10 +19,11 @@ import torch
 
 from ..adapters import hf
 from ..adapters.streaming import Block, StreamOps, VideoLayout
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, FluxMemError, InputError
 from ..inputs import chat_messages, check_question, render, token_pixels
 from ..memory import FluxMemConfig, FluxMemory, check_config
 from ..video import check_pixel_budget
+from ..video.pixels import uint8_pixels
 
 
 def stream_ops_for(model, processor, **options) -> StreamOps:
@@ -34,6 +35,7 @@ def stream_ops_for(model, processor, **options) -> StreamOps:
 
 _GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
 _TIERS = ("short", "mid", "long")
+_SLOT_TOLERANCE = 1e-3  # of the sampling interval: clock rounding, far below any real frame spacing
 
 
 @dataclass
@@ -98,8 +100,9 @@ class StreamSession:
 
     Memory options: ``config`` or the :class:`FluxMemConfig` fields as keywords (default: the
     settings of the FluxMem switch on ``model`` if it has one, else the paper's defaults).
-    ``max_memory_tokens`` caps the visual tokens held (the oldest long-term frames are dropped from
-    the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
+    ``max_memory_tokens`` caps the video's tokens held: kept visual tokens plus, on Qwen3-VL and
+    Qwen3.5, each grid step's timestamp and vision start/end tokens (the oldest long-term frames are
+    dropped from the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
     ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
     held once, in the cache (its features and deepstack rows are released) unless ``keep_frames``
     or a recurrent cache under a cap needs them again (:attr:`holds_final`).
@@ -220,9 +223,12 @@ class StreamSession:
 
     # ================================================================== push
     def push(self, frame, timestamp: float) -> list[StreamEvent]:
-        """Add one RGB frame (HxWx3 uint8 numpy array or tensor, 3xHxW tensor, or PIL image) seen at
-        ``timestamp`` seconds. Frames are sampled to the session's ``fps``; each complete grid step
-        is encoded and pushed to the memory. Returns the events it raised (proactive mode)."""
+        """Add one RGB frame (HxWx3 numpy array or tensor, 3xHxW tensor, or PIL image; uint8 pixels
+        0..255 or floats 0..1, see :mod:`fluxmem.video.pixels`) seen at ``timestamp`` seconds. Frames
+        are sampled to the session's ``fps``; each complete grid step is encoded and pushed to the
+        memory. Returns the events it raised (proactive mode). A frame the session cannot take is
+        refused with an :class:`InputError` before anything changes (the session stays usable); the
+        first frame's size is checked then against the processor and the model's positions."""
         timestamp = self._check_timestamp(timestamp)
         image = self._as_chw_uint8(frame)
         size = (int(image.shape[1]), int(image.shape[2]))
@@ -231,7 +237,10 @@ class StreamSession:
                 f"frame size changed mid-stream from {self._frame_size[0]}x{self._frame_size[1]} to {size[0]}x{size[1]} "
                 "(height x width); resize frames to the first frame's size before pushing, or reset() the session."
             )
+        layout = self._layout_for_first_frame(image) if self._frame_size is None else None
         # --- every check passed: the state changes from here on
+        if layout is not None:
+            self._head, self._layout = layout
         self._frame_size = size
         self._last_timestamp = timestamp
         self._frames_seen += 1
@@ -247,8 +256,32 @@ class StreamSession:
         self._pending, self._pending_times = [], []
         return self._ingest_step(frames, step_time)
 
+    def _layout_for_first_frame(self, image: torch.Tensor) -> tuple[list[int], VideoLayout]:
+        """``(head, layout)`` for a stream of frames of ``image``'s size: a grid step of copies of it
+        through the processor (a size it refuses, such as an extreme aspect ratio, is an
+        :class:`InputError` now, not at the next push) and the layout of its merged grid."""
+        height, width = int(image.shape[1]), int(image.shape[2])
+        probe = image.unsqueeze(0).expand(self.ops.temporal_patch_size, -1, -1, -1)
+        try:
+            _, grid_thw = self.ops.step_pixels(probe)
+        except ValueError as error:  # the processor's own size rules (e.g. aspect ratio at most 200)
+            if isinstance(error, FluxMemError):
+                raise
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise InputError(
+                f"a {height}x{width} frame (height x width) cannot be sized for the model ({reason}); crop or pad "
+                "the frames to a less extreme shape. The frame was refused; the session is unchanged."
+            ) from None
+        head = self.ops.prompt_ids(self._render("?", [], with_video=True)).head
+        return head, self.ops.layout(len(head), self.ops.merged_grid(grid_thw), self.fps, self.positions, frame_size=(height, width))
+
     def _check_timestamp(self, timestamp) -> float:
-        if isinstance(timestamp, torch.Tensor):
+        if isinstance(timestamp, (torch.Tensor, np.ndarray)):
+            if (timestamp.size if isinstance(timestamp, np.ndarray) else timestamp.numel()) != 1:
+                raise InputError(
+                    f"a frame's timestamp must be one number of seconds, got a {type(timestamp).__name__} of shape "
+                    f"{tuple(timestamp.shape)}."
+                )
             timestamp = timestamp.item()
         if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.number)) or not math.isfinite(float(timestamp)):
             raise InputError(f"a frame's timestamp must be a finite number of seconds, got {timestamp!r}.")
@@ -271,7 +304,7 @@ class StreamSession:
         except ImportError:  # pragma: no cover - PIL ships with transformers' vision extras
             pass
         if isinstance(frame, np.ndarray):
-            frame = np.ascontiguousarray(frame)
+            frame = np.ascontiguousarray(uint8_pixels(frame))
             frame = torch.from_numpy(frame if frame.flags.writeable else frame.copy())
         if not isinstance(frame, torch.Tensor):
             raise InputError(f"a frame must be an RGB image (numpy array, tensor or PIL image), got {type(frame).__name__}.")
@@ -282,23 +315,21 @@ class StreamSession:
             frame = frame.permute(2, 0, 1)  # 3 x W x 3 is ambiguous; treat as H x W x 3 like a decoder would
         if frame.ndim != 3 or frame.shape[0] != 3 or min(frame.shape[1:]) < 1:
             raise InputError(f"a frame must be H x W x 3 (RGB), got shape {tuple(frame.shape)}.")
-        if frame.dtype != torch.uint8:
-            if frame.is_floating_point() and not bool(torch.isfinite(frame).all()):
-                raise InputError("a frame holds NaN or infinite values; pass uint8 RGB pixels (0..255).")
-            frame = frame.round().clamp(0, 255).to(torch.uint8) if frame.is_floating_point() else frame.clamp(0, 255).to(torch.uint8)
-        return frame.contiguous()
+        return uint8_pixels(frame).contiguous()
 
     def _take_sample(self, timestamp: float) -> bool:
-        """Whether the frame is sampled: the first frame at or after each slot ``t0 + k / fps``."""
+        """Whether the frame is sampled: the first frame at or after each slot ``k / fps`` seconds
+        after the first frame. Times are counted from the first frame (an epoch-second clock has
+        too few digits left for fractions of a frame) and a frame within a thousandth of the
+        sampling interval before its slot counts as on it (a 30 fps clock writes 1/30 s inexactly)."""
         if self._first_sample_time is None:
             self._first_sample_time = timestamp
             self._next_sample_slot = 1
             return True
-        due = self._first_sample_time + self._next_sample_slot / self.fps
-        if timestamp < due - 1e-6:
+        elapsed_slots = (timestamp - self._first_sample_time) * self.fps
+        if elapsed_slots < self._next_sample_slot - _SLOT_TOLERANCE:
             return False
-        elapsed_slots = math.floor((timestamp - self._first_sample_time) * self.fps + 1e-6)
-        self._next_sample_slot = elapsed_slots + 1
+        self._next_sample_slot = math.floor(elapsed_slots + _SLOT_TOLERANCE) + 1
         return True
 
     @torch.inference_mode()
@@ -347,27 +378,33 @@ class StreamSession:
         return events
 
     # ================================================================== cap
+    def _step_tokens(self, index: int) -> int:
+        """Language-model rows grid step ``index`` holds: its kept visual tokens and the family's
+        text around them (Qwen3-VL / Qwen3.5: timestamp, vision start and end)."""
+        return self._kept_counts[index] + self.ops.text_rows(self._layout, index)
+
     def _memory_tokens(self) -> int:
-        return sum(self._kept_counts[self._evicted :])
+        return sum(self._step_tokens(index) for index in range(self._evicted, self.num_steps))
 
     @property
     def cap_low_water(self) -> int | None:
-        """Visual tokens the cap drops down to once exceeded: ``max_memory_tokens`` less an eighth,
-        so that the cache is cut once per several frames, not at every grid step."""
+        """Tokens the cap drops down to once exceeded: ``max_memory_tokens`` less an eighth, so that
+        the cache is cut once per several frames, not at every grid step."""
         cap = self.max_memory_tokens
         return None if cap is None else cap - cap // 8
 
     def _enforce_cap(self) -> None:
-        """When the visual tokens held exceed ``max_memory_tokens``, drop the oldest long-term
-        frames until they fit :attr:`cap_low_water` (mid- and short-term frames are never dropped:
-        they are not final); all of them leave the cache in one cut."""
+        """When the video's tokens (every row of every grid step held: kept visual tokens and the
+        family's text around them) exceed ``max_memory_tokens``, drop the oldest long-term frames
+        until they fit :attr:`cap_low_water` (mid- and short-term frames are never dropped: they are
+        not final); all of them leave the cache in one cut."""
         total = self._memory_tokens()
         if total <= self.max_memory_tokens:
             return
         dropped_cached = 0
         while total > self.cap_low_water and self._evicted < self._memory.num_final:
             index = self._evicted
-            total -= self._kept_counts[index]
+            total -= self._step_tokens(index)
             if self._cached_spans and self._cached_spans[0][0] == index:
                 dropped_cached += self._cached_spans.pop(0)[1]
             self._kept_counts[index] = 0
@@ -384,15 +421,8 @@ class StreamSession:
         self._cached_frames = max(self._cached_frames, self._evicted)
 
     # ================================================================== cache
-    def _ensure_layout(self) -> None:
-        if self._layout is None:
-            parts = self.ops.prompt_ids(self._render("?", [], with_video=True))
-            self._head = parts.head
-            self._layout = self.ops.layout(len(parts.head), self._memory.grid_hw, self.fps, self.positions)
-
     def _extend_cache(self) -> None:
         """Append the keys/values of the frames that became final (the head first)."""
-        self._ensure_layout()
         if self._cache is None:
             self._cache = self.ops.new_cache()
             self._cached_frames = self._evicted
@@ -492,7 +522,6 @@ class StreamSession:
         if steps == 0:
             ids = self.ops.encode_text(self._render(question, history, with_video=False))
             return self.ops.new_cache(), Block(self.ops.embed(ids), self.ops.text_positions(0, len(ids))), len(ids)
-        self._ensure_layout()
         parts = self.ops.prompt_ids(self._render(question, history, with_video=True))
         if parts.head != self._head:
             raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import ConfigError, VideoError
 from .decode import normalize_path, open_container, video_stream
+from .pixels import uint8_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _to_rgb_array(frame, position: int) -> np.ndarray:
     if isinstance(frame, torch.Tensor):
         frame = frame.detach().cpu().numpy()
     if isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3:
-        return frame if frame.dtype == np.uint8 else np.clip(frame, 0, 255).astype(np.uint8)
+        return uint8_pixels(frame, f"frame {position} of an in-memory video")  # uint8 0..255 or floats 0..1
     raise ConfigError(f"Frame {position} of an in-memory video is not an HxWx3 image or a PIL image.")
 
 

@@ -27,6 +27,7 @@ from torchvision.transforms import functional as tvF
 
 from ..errors import ConfigError, InputError, VideoError
 from .decode import normalize_path, probe_video, read_indices
+from .pixels import uint8_pixels
 from .sampling import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
@@ -165,9 +166,7 @@ def _frame_to_array(frame, position: int) -> np.ndarray:
             frame = frame.permute(1, 2, 0)
         frame = frame.numpy()
     if isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3:
-        if frame.dtype != np.uint8:
-            frame = np.clip(frame, 0, 255).astype(np.uint8)
-        return frame
+        return uint8_pixels(frame, f"frame {position} of a frame-list video")  # uint8 0..255 or floats 0..1
     raise VideoError(
         f"Frame {position} of a frame-list video is a {type(frame).__name__}; give PIL images, image paths, "
         "or HxWx3 uint8 arrays."
