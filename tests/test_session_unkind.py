@@ -90,8 +90,9 @@ def test_qwen3_frames_are_sized_as_the_processor_sizes_them(family, max_pixels, 
 
 def test_pixel_budgets_that_no_frame_can_meet_are_refused_at_once():
     model, processor = tiny("qwen3_vl")  # 16-px patches merged 2x2: one visual token covers 32x32 pixels
-    for bad, message in (({"max_pixels": 0}, "positive number of pixels"), ({"min_pixels": -1}, "positive number"),
-                         ({"max_pixels": 10}, "less than one visual token .32x32 = 1024"),
+    for bad, message in (({"max_pixels": 0}, "max_pixels must be a whole number of pixels >= 1"),
+                         ({"min_pixels": -1}, "min_pixels must be a whole number of pixels >= 1"),
+                         ({"max_pixels": 10}, r"less than one visual token \(32\*32 = 1024 pixels"),
                          ({"min_pixels": 100_000, "max_pixels": 2000}, "must not exceed")):  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             StreamSession(model, processor, **bad)
