@@ -273,12 +273,15 @@ class FluxMemory:
         return empties[key]
 
     def feature_bytes(self) -> int:
-        """Bytes of the token features the memory holds (pushed frames not yet long-term, kept
-        features of long-term frames not released, the normalised copies of the two newest frames
-        and of the frame SDC last ran on)."""
+        """Bytes of the token features the memory holds: pushed frames not yet long-term, kept
+        features of long-term frames not released, and :meth:`buffer_bytes`."""
         tensors = [t for f in self._frames for t in (f.features, f.kept_features) if t is not None]
-        buffers = sum(b.nbytes for b in (self._pairs, self._single) if b is not None)
-        return buffers + sum(t.numel() * t.element_size() for t in tensors)
+        return self.buffer_bytes() + sum(t.numel() * t.element_size() for t in tensors)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the working buffers: normalised, zero-padded float32 copies of the two newest
+        frames (for the next pair) and of the frame SDC ran on last (a fixed size per stream)."""
+        return sum(b.nbytes for b in (self._pairs, self._single) if b is not None)
 
     def kept(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cells, features)`` that frame ``index`` currently contributes, merges applied."""
