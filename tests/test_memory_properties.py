@@ -9,8 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_fluxmem import reference_compress
+from test_memory_batched import _assert_same, _incremental
 
-from fluxmem import FluxMemConfig, FluxMemory, compress
+from fluxmem import FluxMemConfig, compress
 from fluxmem.memory import LONG, MID, SHORT
 
 KINDS = ("new", "still", "black", "white", "bright", "flash", "one_token", "partly_still", "drift")
@@ -67,14 +68,6 @@ def clips(draw):
     return height, width, dim, kinds, config, seed
 
 
-def _incremental(features, grid, config):
-    t, h, w = grid
-    memory = FluxMemory(config, (h, w))
-    for step in range(t):
-        memory.push(features[step * h * w : (step + 1) * h * w])
-    return memory
-
-
 def _assert_invariants(result, config):
     t, h, w = result.grid_thw
     short, mid = config.grid_steps(2)
@@ -103,15 +96,7 @@ def test_random_clips_batched_incremental_and_reference_agree(clip):
     features, t = _clip(kinds, height, width, dim, seed)
     cfg = FluxMemConfig(**config)
     result = compress(features, (t, height, width), cfg, chunk_frames=1 + seed % 4)
-    memory = _incremental(features, (t, height, width), cfg)
-    assert torch.equal(result.keep, memory.keep_mask())
-    index, kept = memory.kept_features()
-    assert torch.equal(result.kept_features(), kept)
-    for ours, theirs in zip(result.frames, memory.frames):
-        assert ours.tier == theirs.tier
-        for name in ("keep", "tas_dropped", "merged_into", "change_fraction"):
-            a, b = getattr(ours, name), getattr(theirs, name)
-            assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), (ours.index, name)
+    _assert_same(result, _incremental(features, (t, height, width), cfg))
     keep, merged = reference_compress(features, (t, height, width), **config)
     assert torch.equal(result.keep, keep)
     # the reference averages a cluster with Tensor.mean, we with a sum in row order: the means

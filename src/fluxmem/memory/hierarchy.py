@@ -502,7 +502,8 @@ def compress(
     token grid (Qwen's ``video_grid_thw`` with H and W divided by the spatial merge size). The
     input is never modified nor copied; decisions equal :class:`FluxMemory`'s pushed step by step.
     ``chunk_frames``: frames normalised at once for the similarity pass (default: what fits in
-    32 MiB of float32); it bounds the working memory and never changes a result.
+    32 MiB of float32, and no more than the video's own size); it bounds the working memory and
+    never changes a result.
     """
     if isinstance(grid_thw, torch.Tensor):
         grid_thw = tuple(int(g) for g in grid_thw.tolist())
@@ -519,8 +520,9 @@ def compress(
     n_mid = max(0, t - short)  # frames that left short-term (TAS ran on them)
     n_long = max(0, n_mid - mid)  # frames that left mid-term (SDC ran on them)
     edges = EdgeLayout(h, w, device=device)
-    if chunk_frames is None:
-        chunk_frames = max(1, _CHUNK_BYTES // max(1, cells * dim * 4))
+    if chunk_frames is None:  # the buffer holds chunk + 1 frames and never outgrows the video itself
+        rows = min(_CHUNK_BYTES // max(1, dim * 4), t * cells)
+        chunk_frames = max(1, PaddedFrames.frames_within(h, w, dim, rows) - 1)
     if chunk_frames < 1:
         raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}.")
 

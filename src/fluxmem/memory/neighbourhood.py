@@ -52,16 +52,28 @@ class PaddedFrames:
 
     def __init__(self, height: int, width: int, dim: int, frames: int, device: torch.device) -> None:
         self.height, self.width, self.dim, self.frames = height, width, dim, frames
-        self.pitch = -(-(width + 2) // BLOCK) * BLOCK
-        step = math.lcm(BLOCK, 16 // math.gcd(dim, 16))  # 16 float32 = 64 bytes
-        self.frame_cells = -(-((height + 2) * self.pitch) // step) * step
-        self.margin = -(-(self.pitch + BLOCK + 1) // step) * step
+        self.pitch, self.frame_cells, self.margin = self.geometry(height, width, dim)
         rows = 2 * self.margin + frames * self.frame_cells
         self.buffer = torch.zeros(rows, dim, dtype=torch.float32, device=device)
         grid = self.buffer[self.margin : self.margin + frames * self.frame_cells]
         padded = grid.view(frames, self.frame_cells, dim)[:, : (height + 2) * self.pitch]
         self._interior = padded.view(frames, height + 2, self.pitch, dim)[:, 1 : height + 1, 1 : width + 1]
         self._valid = _window_validity(height, width, device)
+
+    @staticmethod
+    def geometry(height: int, width: int, dim: int) -> tuple[int, int, int]:
+        """``(pitch, frame_cells, margin)`` in rows of ``dim`` float32 for an ``H x W`` grid."""
+        pitch = -(-(width + 2) // BLOCK) * BLOCK
+        step = math.lcm(BLOCK, 16 // math.gcd(dim, 16))  # 16 float32 = 64 bytes
+        frame_cells = -(-((height + 2) * pitch) // step) * step
+        margin = -(-(pitch + BLOCK + 1) // step) * step
+        return pitch, frame_cells, margin
+
+    @classmethod
+    def frames_within(cls, height: int, width: int, dim: int, rows: int) -> int:
+        """How many frames a buffer of at most ``rows`` rows holds (at least 1)."""
+        _, frame_cells, margin = cls.geometry(height, width, dim)
+        return max(1, (rows - 2 * margin) // frame_cells)
 
     @property
     def nbytes(self) -> int:
