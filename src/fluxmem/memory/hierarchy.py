@@ -5,7 +5,8 @@ Two paths, one set of kernels. :class:`FluxMemory` takes one grid step at a time
 (one similarity pass over all adjacent pairs, Otsu over all frames in one batch, connected
 components over all long-term frames together). Both call the same similarity, scene-change, TAS
 (:func:`_temporal_selection`) and SDC (:func:`_consolidate`) functions, the incremental path with
-one frame, so they make the same decisions and produce the same merged features (``tests/test_memory.py`` and ``tests/test_memory_batched.py``
+one frame, so they make the same decisions and produce the same merged features
+(``tests/test_memory.py``, ``tests/test_memory_batched.py`` and ``tests/test_memory_properties.py``
 pin this). Neither copies the video: :func:`compress` returns the keep mask plus the anchors and
 their cluster means, and :func:`merge_kept` applies them to any tensor aligned with the tokens.
 """
@@ -13,7 +14,7 @@ their cluster means, and :func:`merge_kept` applies them to any tensor aligned w
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -89,7 +90,7 @@ class _Previous:
     change_fraction: torch.Tensor
 
     @classmethod
-    def of(cls, sim_prev: torch.Tensor) -> "_Previous":
+    def of(cls, sim_prev: torch.Tensor) -> _Previous:
         """From the neighbourhood similarity to the previous frame, ``[n, cells]``."""
         d = 1.0 - sim_prev
         defined = d >= 0  # algorithm.md, TAS step 3 (exact cosines keep every d >= 0; the rule stays)
@@ -100,18 +101,18 @@ class _Previous:
         return cls(d, defined, theta, has_theta, above.float().mean(-1))
 
     @classmethod
-    def none(cls, frames: int, cells: int, device: torch.device) -> "_Previous":
+    def none(cls, frames: int, cells: int, device: torch.device) -> _Previous:
         """For first frames: no distance defined, no threshold."""
         zero = torch.zeros(frames, dtype=torch.float32, device=device)
-        return cls(torch.zeros(frames, cells, device=device), torch.zeros(frames, cells, dtype=torch.bool, device=device),
-                   zero, zero.bool(), zero)
+        defined = torch.zeros(frames, cells, dtype=torch.bool, device=device)
+        return cls(torch.zeros(frames, cells, device=device), defined, zero, zero.bool(), zero)
 
     @classmethod
-    def cat(cls, parts: list["_Previous"]) -> "_Previous":
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("d", "defined", "theta", "has_theta", "change_fraction")))
+    def cat(cls, parts: list[_Previous]) -> _Previous:
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
-    def rows(self, stop: int) -> "_Previous":
-        return _Previous(self.d[:stop], self.defined[:stop], self.theta[:stop], self.has_theta[:stop], self.change_fraction[:stop])
+    def rows(self, stop: int) -> _Previous:
+        return _Previous(*(getattr(self, f.name)[:stop] for f in fields(self)))
 
 
 @dataclass
