@@ -144,3 +144,17 @@ def test_a_cut_is_a_scene_change_and_a_still_scene_is_not():
     changes = [float(record.change_fraction) for record in memory.frames[1:]]
     assert changes[0] == changes[1] == changes[3] == 0.0
     assert changes[2] > 0.3  # the cut: distances spread, Otsu splits them, many exceed
+
+
+@pytest.mark.parametrize("grid", [(3, 5), (1, 9), (7, 1), (4, 6)])
+def test_batched_equals_incremental_where_matmuls_use_the_blas(grid):
+    """At real feature sizes the window products run in the BLAS (tiny ones run in torch's own
+    loop): the offline and streaming paths still compute bit-identical similarities, also on odd
+    grids, chunked or not."""
+    height, width = grid
+    features, t = _clip(["new", "drift", "partly_still", "still", "new", "drift", "flash", "new", "drift"],
+                        height, width, 384, seed=5)
+    cfg = FluxMemConfig(short_frames=4, medium_frames=4, direct_drop_sim=None)
+    memory = _incremental(features, (t, height, width), cfg)
+    for chunk in (None, 1, 3):
+        _assert_same(compress(features, (t, height, width), cfg, chunk_frames=chunk), memory)
