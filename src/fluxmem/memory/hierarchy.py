@@ -536,7 +536,10 @@ def compress(
     for first in range(0, t, chunk_frames):
         last = min(t, first + chunk_frames)
         lo = max(0, first - 1)  # the frame before the chunk, for the pair that crosses into it
-        padded.load(x[lo * cells : last * cells])  # slots 0 .. last-lo-1
+        if first:  # slot 0: the previous chunk's last frame, already normalised
+            padded.move(newest, 0)
+        padded.load(x[first * cells : last * cells], first - lo)  # slots .. last-lo-1
+        newest = last - lo - 1
         if last - lo > 1:  # frames lo+1 .. last-1 against lo .. last-2
             dots = padded.window_dots(1, 0, last - lo - 1)
             settle_near_one(dots, x[(lo + 1) * cells : last * cells], x[lo * cells : (last - 1) * cells])

@@ -91,6 +91,14 @@ class PaddedFrames:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-8)
         torch.div(x, norm, out=out)
 
+    def move(self, source: int, target: int) -> None:
+        """Copy the normalised frame in slot ``source`` to slot ``target`` (exactly the values that
+        loading it again would give, at a fraction of the cost)."""
+        cells, margin = self.frame_cells, self.margin
+        self.buffer[margin + target * cells : margin + (target + 1) * cells].copy_(
+            self.buffer[margin + source * cells : margin + (source + 1) * cells]
+        )
+
     def _row_dots(self, slot: int, partner_slot: int, count: int, dh: int) -> torch.Tensor:
         """``[count, H, W, 3]``: cosine of each cell of frames ``slot ..`` with the cells
         ``(h + dh, w + dw)``, ``dw`` = -1, 0, 1, of frames ``partner_slot ..`` (0 where that cell is
