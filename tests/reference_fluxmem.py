@@ -1,7 +1,7 @@
 """A literal, slow transcription of ``algorithm.md`` used only to check the real implementation.
 
 Written for clarity, not speed: Python loops over tokens, ``torch.histc`` for the histogram,
-normalised vectors for cosines, union-find for components. No code is shared with
+normalised vectors for cosines (exact near 1, as the spec says), union-find for components. No code is shared with
 ``fluxmem.memory``.
 """
 
@@ -37,14 +37,33 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / torch.clamp(x.norm(dim=-1, keepdim=True), min=1e-8)
 
 
-def _neighbour_sim(frame_a, frame_b, h, w, H, W):
-    """max cosine between token (h, w) of a and b's tokens in the 3x3 window."""
+EXACT_BAND = 2.0 ** -12
+
+
+def _f32(value):
+    """A Python float rounded to float32: every quantity of algorithm.md is a float32."""
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+def _cosine(unit_a, unit_b, raw_a, raw_b):
+    """The float32 dot product of the normalised tokens; within EXACT_BAND of 1, the exact cosine
+    (float64 sums of the raw float32 features) rounded to float32."""
+    s = float((unit_a * unit_b).sum())
+    if s >= 1 - EXACT_BAND:
+        a, b = raw_a.double(), raw_b.double()
+        exact = float((a * b).sum()) / (max(float(a.norm()), 1e-8) * max(float(b.norm()), 1e-8))
+        s = _f32(exact)
+    return s
+
+
+def _neighbour_sim(unit, x, i, j, h, w, H, W):
+    """max cosine between token (h, w) of frame i and frame j's tokens in the 3x3 window."""
     best = None
     for dh in (-1, 0, 1):
         for dw in (-1, 0, 1):
             hh, ww = h + dh, w + dw
             if 0 <= hh < H and 0 <= ww < W:
-                s = float((frame_a[h, w] * frame_b[hh, ww]).sum())
+                s = _cosine(unit[i, h, w], unit[j, hh, ww], x[i, h, w].float(), x[j, hh, ww].float())
                 best = s if best is None else max(best, s)
     return best
 
@@ -61,16 +80,16 @@ def reference_compress(features, grid_thw, short_frames=8, medium_frames=64, dir
     keep = torch.ones(T, H, W, dtype=torch.bool)
     merged = features.clone().reshape(T, H, W, -1)
     d_prev = {}
-    fixed = None if pair_sim_threshold is None else min(max(1 - pair_sim_threshold, 0.0), 2.0)
+    fixed = None if pair_sim_threshold is None else _f32(min(max(1 - pair_sim_threshold, 0.0), 2.0))
 
     def tas(e):
         nxt = e + 1
         d_next, sims = {}, {}
         for h in range(H):
             for w in range(W):
-                s = _neighbour_sim(unit[e], unit[nxt], h, w, H, W)
+                s = _neighbour_sim(unit, x, e, nxt, h, w, H, W)
                 sims[(h, w)] = s
-                d_next[(h, w)] = 1 - s
+                d_next[(h, w)] = _f32(1 - s)
         vals = torch.tensor(list(d_next.values()), dtype=torch.float32)
         theta_next = fixed if fixed is not None else otsu(vals, True)
         defined = {c: d for c, d in d_prev.get(e, {}).items() if d >= 0}
@@ -82,7 +101,7 @@ def reference_compress(features, grid_thw, short_frames=8, medium_frames=64, dir
             k = d >= theta_next
             if theta_prev is not None and (h, w) in defined and defined[(h, w)] >= theta_prev:
                 k = True
-            if direct_drop_sim is not None and sims[(h, w)] > direct_drop_sim:
+            if direct_drop_sim is not None and sims[(h, w)] > _f32(direct_drop_sim):
                 k = False
             keep[e, h, w] = k
 
@@ -97,7 +116,7 @@ def reference_compress(features, grid_thw, short_frames=8, medium_frames=64, dir
                 for dw in (-1, 0, 1):
                     j = index.get((h + dh, w + dw))
                     if j is not None and j > i:
-                        dist = 1 - float((unit[m, h, w] * unit[m, h + dh, w + dw]).sum())
+                        dist = _f32(1 - _cosine(unit[m, h, w], unit[m, h + dh, w + dw], x[m, h, w].float(), x[m, h + dh, w + dw].float()))
                         edges.append((i, j, min(max(dist, 0.0), 2.0)))
         if not edges:
             return
@@ -139,7 +158,7 @@ def reference_compress(features, grid_thw, short_frames=8, medium_frames=64, dir
     for i in range(T):
         short.append(i)
         if i > 0:
-            d_prev[i] = {(h, w): 1 - _neighbour_sim(unit[i], unit[i - 1], h, w, H, W)
+            d_prev[i] = {(h, w): _f32(1 - _neighbour_sim(unit, x, i, i - 1, h, w, H, W))
                          for h in range(H) for w in range(W)}
         if len(short) > S:
             e = short.pop(0)

@@ -47,6 +47,36 @@ def test_otsu_mask_selects_values():
     assert _otsu(values, True, valid) == 6.5 / 64
 
 
+def test_otsu_bins_bin_edges_exactly_as_histc():
+    """Values on every bin edge k/64, one float32 step either side of it, 0 and 2: the batched
+    histogram puts each where torch.histc does (the transcription uses histc itself)."""
+    edges = torch.arange(129, dtype=torch.float32) / 64
+    below, above = torch.nextafter(edges, edges - 1), torch.nextafter(edges, edges + 1)
+    for values in (edges, below.clamp(0, 2), above.clamp(0, 2), torch.cat([edges[::7], above[::5]])):
+        for count in (3, 17, len(values)):
+            picked = values[:count]
+            assert _otsu(picked, True) == reference_otsu(picked, True)
+            assert _otsu(picked, False) == reference_otsu(picked, False)
+
+
+@pytest.mark.parametrize("value", [0.0, 2.4e-7, 0.3, 1.0, 1.9, 2.0])
+@pytest.mark.parametrize("count", [1, 2, 7, 4096])
+def test_otsu_constant_rows_fall_back_to_their_value(value, count):
+    """A constant row has variance 0 (a float32 mean of many equal values may round a hair off
+    them; the variance stays far below 1e-12): the threshold is the value itself, and without the
+    fallback there is none (one class). Rows of a batch are independent."""
+    rows = torch.full((3, count), value)
+    rows[1] = 0.5 * value
+    rows[2, : count // 2 + 1] = 2.0  # not constant unless count is 1
+    threshold, ok = otsu_threshold(rows, fallback_to_median=True)
+    assert bool(ok.all())
+    assert float(threshold[0]) == torch.tensor(value).item() == reference_otsu(rows[0], True)
+    assert float(threshold[1]) == reference_otsu(rows[1], True)
+    assert float(threshold[2]) == reference_otsu(rows[2], True)
+    _, ok = otsu_threshold(rows[:2], fallback_to_median=False)
+    assert not bool(ok.any())
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("fallback", [True, False])
 def test_otsu_matches_literal_transcription(seed, fallback):

@@ -204,8 +204,8 @@ def test_final_frames_live_only_in_the_cache_unless_full_prefills_need_them(tiny
     assert final >= 4 and not lean.holds_final and kept.holds_final
     final_bytes = sum(kept.memory.kept(i)[1].numel() * 4 for i in range(final))
     assert final_bytes > 0
-    # the lean memory holds the non-final frames' pushed features and the newest frame's grid only
-    assert lean.stats()["resident_bytes"]["memory"] == ((memory.num_frames - final) * cells + cells) * dim * 4
+    # the lean memory holds the non-final frames' pushed features and its fixed working buffers only
+    assert lean.stats()["resident_bytes"]["memory"] == (memory.num_frames - final) * cells * dim * 4 + memory.buffer_bytes()
     assert kept.stats()["resident_bytes"]["memory"] == lean.stats()["resident_bytes"]["memory"] + final_bytes
     with pytest.raises(fluxmem.InputError, match="released"):
         memory.kept(0)

@@ -3,9 +3,10 @@
 Two paths, one set of kernels. :class:`FluxMemory` takes one grid step at a time (streaming);
 :func:`compress` takes a whole video and runs every step of the hierarchy over all frames at once
 (one similarity pass over all adjacent pairs, Otsu over all frames in one batch, connected
-components over all long-term frames together). Both call the same similarity, Otsu and
-consolidation functions (the incremental path with one frame), so they make the same decisions and
-produce the same merged features (``tests/test_memory.py`` and ``tests/test_memory_batched.py``
+components over all long-term frames together). Both call the same similarity, scene-change, TAS
+(:func:`_temporal_selection`) and SDC (:func:`_consolidate`) functions, the incremental path with
+one frame, so they make the same decisions and produce the same merged features
+(``tests/test_memory.py``, ``tests/test_memory_batched.py`` and ``tests/test_memory_properties.py``
 pin this). Neither copies the video: :func:`compress` returns the keep mask plus the anchors and
 their cluster means, and :func:`merge_kept` applies them to any tensor aligned with the tokens.
 """
@@ -13,13 +14,13 @@ their cluster means, and :func:`merge_kept` applies them to any tensor aligned w
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from ..errors import InputError
 from .config import FluxMemConfig, check_config
-from .neighbourhood import EdgeLayout, adjacent_similarity, normalise
+from .neighbourhood import EdgeLayout, PaddedFrames, settle_near_one, window_maxima
 from .otsu import otsu_threshold
 
 SHORT, MID, LONG = "short", "mid", "long"
@@ -42,8 +43,8 @@ class FrameRecord:
     """For cells SDC merged (clusters of >= 2 cells): the cell index of their anchor, the anchor
     pointing to itself; -1 elsewhere. Set when the frame entered long-term."""
     change_fraction: torch.Tensor | None = None
-    """Share of cells whose distance to the previous frame is at or above that frame's Otsu
-    threshold (the proactive scene-change signal); ``None`` for the first frame."""
+    """Share of cells whose distance to the previous frame exceeds that frame's Otsu threshold
+    (the proactive scene-change signal; 0 on a still scene); ``None`` for the first frame."""
 
     @property
     def sdc_dropped(self) -> torch.Tensor | None:
@@ -78,12 +79,47 @@ class StepUpdate:
 
 
 @dataclass
+class _Previous:
+    """Distances of ``n`` frames to their previous frames and their Otsu thresholds: what TAS and
+    the scene-change signal read (``d``/``defined`` ``[n, cells]``, the rest ``[n]``)."""
+
+    d: torch.Tensor
+    defined: torch.Tensor
+    theta: torch.Tensor
+    has_theta: torch.Tensor
+    change_fraction: torch.Tensor
+
+    @classmethod
+    def of(cls, sim_prev: torch.Tensor) -> _Previous:
+        """From the neighbourhood similarity to the previous frame, ``[n, cells]``."""
+        d = 1.0 - sim_prev
+        defined = d >= 0  # algorithm.md, TAS step 3 (exact cosines keep every d >= 0; the rule stays)
+        theta, has_theta = otsu_threshold(d, defined, fallback_to_median=True)
+        # the scene-change signal counts distances that EXCEED the threshold (streaming.md): on a
+        # still scene every distance is exactly 0, the threshold (the median) too, and nothing counts
+        above = defined & (d > theta.unsqueeze(-1)) & has_theta.unsqueeze(-1)
+        return cls(d, defined, theta, has_theta, above.float().mean(-1))
+
+    @classmethod
+    def none(cls, frames: int, cells: int, device: torch.device) -> _Previous:
+        """For first frames: no distance defined, no threshold."""
+        zero = torch.zeros(frames, dtype=torch.float32, device=device)
+        defined = torch.zeros(frames, cells, dtype=torch.bool, device=device)
+        return cls(torch.zeros(frames, cells, device=device), defined, zero, zero.bool(), zero)
+
+    @classmethod
+    def cat(cls, parts: list[_Previous]) -> _Previous:
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    def rows(self, stop: int) -> _Previous:
+        return _Previous(*(getattr(self, f.name)[:stop] for f in fields(self)))
+
+
+@dataclass
 class _Frame:
     record: FrameRecord
     features: torch.Tensor | None  # [H*W, D], caller's dtype, never written to
-    d_prev: torch.Tensor | None = None  # [H*W] float32
-    theta_prev: torch.Tensor | None = None
-    has_theta_prev: torch.Tensor | None = None
+    previous: _Previous | None = None  # distances to the previous frame; None for the first frame
     sim_next: torch.Tensor | None = None  # [H*W] float32, set when the next frame arrives
     kept_index: torch.Tensor | None = None  # long-term: kept cells
     kept_features: torch.Tensor | None = None  # long-term: their features, anchors merged
@@ -184,11 +220,10 @@ class FluxMemory:
         self._records: list[FrameRecord] = []
         self._short: deque[_Frame] = deque()
         self._mid: deque[_Frame] = deque()
-        self._last_grid: torch.Tensor | None = None  # newest frame, normalised, for the next pair
+        self._pairs: PaddedFrames | None = None  # the two newest frames, normalised (slots alternate)
+        self._single: PaddedFrames | None = None  # a frame entering long-term, normalised for SDC
         self._edges: EdgeLayout | None = None
         self._dim: int | None = None
-        fixed = self.config.pair_sim_threshold
-        self._fixed_threshold = None if fixed is None else min(max(1.0 - float(fixed), 0.0), 2.0)
 
     # ----------------------------------------------------------------- state
     @property
@@ -239,11 +274,15 @@ class FluxMemory:
         return empties[key]
 
     def feature_bytes(self) -> int:
-        """Bytes of the token features the memory holds (pushed frames not yet long-term, kept
-        features of long-term frames not released, the newest frame's normalised copy)."""
+        """Bytes of the token features the memory holds: pushed frames not yet long-term, kept
+        features of long-term frames not released, and :meth:`buffer_bytes`."""
         tensors = [t for f in self._frames for t in (f.features, f.kept_features) if t is not None]
-        tensors += [self._last_grid] if self._last_grid is not None else []
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return self.buffer_bytes() + sum(t.numel() * t.element_size() for t in tensors)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the working buffers: normalised, zero-padded float32 copies of the two newest
+        frames (for the next pair) and of the frame SDC ran on last (a fixed size per stream)."""
+        return sum(b.nbytes for b in (self._pairs, self._single) if b is not None)
 
     def kept(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cells, features)`` that frame ``index`` currently contributes, merges applied."""
@@ -289,21 +328,23 @@ class FluxMemory:
         if self._dim is None:
             self._dim = features.shape[1]
             self._edges = EdgeLayout(*self.grid_hw, device=features.device)
+            self._pairs = PaddedFrames(*self.grid_hw, self._dim, frames=2, device=features.device)
+            self._single = PaddedFrames(*self.grid_hw, self._dim, frames=1, device=features.device)
         elif features.shape[1] != self._dim:
             raise InputError(f"feature size changed mid-stream: {self._dim} then {features.shape[1]}.")
 
         index = self.num_frames
-        grid = normalise(features.detach(), self.grid_hw)  # decisions carry no gradient
+        slot = index % 2
+        self._pairs.load(features.detach(), slot)  # decisions carry no gradient
         frame = _Frame(record=FrameRecord(index=index), features=features)
-        if self._last_grid is not None:
-            sim_prev, sim_next = adjacent_similarity(grid, self._last_grid)
-            self._frames[-1].sim_next = sim_next.reshape(-1)
-            frame.d_prev = 1.0 - sim_prev.reshape(-1)
-            defined = frame.d_prev >= 0  # a hair below zero is rounding of identical tokens: undefined
-            frame.theta_prev, frame.has_theta_prev = otsu_threshold(frame.d_prev, defined, fallback_to_median=True)
-            above = defined & (frame.d_prev >= frame.theta_prev) & frame.has_theta_prev
-            frame.record.change_fraction = above.float().mean()
-        self._last_grid = grid
+        if index:
+            previous = self._frames[-1]
+            dots = self._pairs.window_dots(slot, 1 - slot, 1)
+            settle_near_one(dots, features.detach(), previous.features.detach())
+            sim_prev, sim_next = window_maxima(dots)
+            previous.sim_next = sim_next.reshape(1, -1)
+            frame.previous = _Previous.of(sim_prev.reshape(1, -1))
+            frame.record.change_fraction = frame.previous.change_fraction[0]
         self._frames.append(frame)
         self._records.append(frame.record)
         self._short.append(frame)
@@ -323,32 +364,20 @@ class FluxMemory:
     # ------------------------------------------------------------------- TAS
     def _temporal_adjacency_selection(self, frame: _Frame) -> None:
         """TAS on a frame leaving short-term; ``next`` is the frame after it (always whole)."""
-        sim_next = frame.sim_next
-        d_next = 1.0 - sim_next
-        if self._fixed_threshold is None:
-            theta_next, _ = otsu_threshold(d_next, fallback_to_median=True)
-        else:
-            theta_next = d_next.new_tensor(self._fixed_threshold)
-        keep = d_next >= theta_next
-        if frame.d_prev is not None:
-            defined = frame.d_prev >= 0
-            if self._fixed_threshold is None:
-                theta_prev, has_prev = frame.theta_prev, frame.has_theta_prev
-            else:
-                theta_prev, has_prev = d_next.new_tensor(self._fixed_threshold), defined.any()
-            keep = keep | (defined & (frame.d_prev >= theta_prev) & has_prev)
-        if self.config.direct_drop_sim is not None:
-            keep = keep & ~(sim_next > self.config.direct_drop_sim)
+        cells = self.cells
+        previous = frame.previous or _Previous.none(1, cells, frame.sim_next.device)
+        keep = _temporal_selection(frame.sim_next, previous, self.config)[0]
         frame.record.keep = keep
         frame.record.tas_dropped = ~keep
         frame.record.tier = MID
-        frame.sim_next = frame.d_prev = None  # no longer needed
+        frame.sim_next = frame.previous = None  # no longer needed
 
     # ------------------------------------------------------------------- SDC
     def _spatial_domain_consolidation(self, frame: _Frame) -> None:
         """SDC on a frame leaving mid-term: merge similar 8-connected kept cells into anchors."""
         record, features = frame.record, frame.features
-        distances = _edge_distances(normalise(features.detach(), self.grid_hw), self._edges)
+        self._single.load(features.detach())
+        distances = _edge_distances(self._single, 0, 1)
         keep, merged_into, clusters = _consolidate(features, record.keep.unsqueeze(0), distances, self._edges, self.cells)
         keep, merged_into = keep[0], merged_into[0]
         kept_index = keep.nonzero().squeeze(1)
@@ -364,9 +393,34 @@ class FluxMemory:
         frame.features = None  # long-term frames hold only what they keep
 
 
-def _edge_distances(grid: torch.Tensor, edges: EdgeLayout) -> torch.Tensor:
-    """``[n, E]`` float32 edge distances ``1 - cos`` clamped to [0, 2], from normalised frames."""
-    return (1.0 - edges.cosines(grid)).clamp(0.0, 2.0)
+def _edge_distances(frames: PaddedFrames, slot: int, count: int) -> torch.Tensor:
+    """``[count, E]`` float32 edge distances ``1 - cos`` clamped to [0, 2] of frames ``slot ..``.
+
+    Cosines within a frame are not settled exactly near 1 (:func:`settle_near_one`): no SDC
+    decision can depend on it, as every distance below ``EXACT_BAND`` lies in Otsu's first bin and
+    below any threshold SDC can return (a bin centre, >= 1/128)."""
+    return (1.0 - frames.edge_cosines(slot, count)).clamp(0.0, 2.0)
+
+
+def _temporal_selection(sim_next: torch.Tensor, previous: _Previous, config: FluxMemConfig) -> torch.Tensor:
+    """TAS (``algorithm.md``) on ``n`` frames leaving short-term at once: bool keep ``[n, cells]``.
+
+    ``sim_next``: ``[n, cells]`` neighbourhood similarity to the next frame; ``previous``: the
+    same frames' distances to their previous frames (none defined for a first frame)."""
+    d_next = 1.0 - sim_next
+    fixed = config.pair_sim_threshold
+    if fixed is None:
+        theta_next, _ = otsu_threshold(d_next, fallback_to_median=True)
+        keep = d_next >= theta_next.unsqueeze(-1)
+        theta_prev, has_prev = previous.theta, previous.has_theta
+    else:
+        fixed = d_next.new_tensor(min(max(1.0 - float(fixed), 0.0), 2.0))
+        keep = d_next >= fixed
+        theta_prev, has_prev = fixed.expand(d_next.shape[0]), previous.defined.any(-1)
+    keep |= previous.defined & (previous.d >= theta_prev.unsqueeze(-1)) & has_prev.unsqueeze(-1)
+    if config.direct_drop_sim is not None:
+        keep &= ~(sim_next > config.direct_drop_sim)
+    return keep
 
 
 def _cluster_means(rows: torch.Tensor, cluster: torch.Tensor, clusters: int) -> torch.Tensor:
@@ -432,7 +486,7 @@ def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> t
         labels = updated
 
 
-_CHUNK_BYTES = 64 * 2**20  # float32 normalised frames held at once by compress
+_CHUNK_BYTES = 32 * 2**20  # float32 normalised frames held at once by compress (stays in cache)
 
 
 def compress(
@@ -449,7 +503,8 @@ def compress(
     token grid (Qwen's ``video_grid_thw`` with H and W divided by the spatial merge size). The
     input is never modified nor copied; decisions equal :class:`FluxMemory`'s pushed step by step.
     ``chunk_frames``: frames normalised at once for the similarity pass (default: what fits in
-    64 MiB of float32); it bounds the working memory and never changes a result.
+    32 MiB of float32, and no more than the video's own size); it bounds the working memory and
+    never changes a result.
     """
     if not isinstance(features, torch.Tensor) or not features.is_floating_point():
         kind = f"a {features.dtype} tensor" if isinstance(features, torch.Tensor) else type(features).__name__
@@ -472,8 +527,9 @@ def compress(
     n_mid = max(0, t - short)  # frames that left short-term (TAS ran on them)
     n_long = max(0, n_mid - mid)  # frames that left mid-term (SDC ran on them)
     edges = EdgeLayout(h, w, device=device)
-    if chunk_frames is None:
-        chunk_frames = max(1, _CHUNK_BYTES // max(1, cells * dim * 4))
+    if chunk_frames is None:  # the buffer holds chunk + 1 frames and never outgrows the video itself
+        rows = min(_CHUNK_BYTES // max(1, dim * 4), t * cells)
+        chunk_frames = max(1, PaddedFrames.frames_within(h, w, dim, rows) - 1)
     if chunk_frames < 1:
         raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}.")
 
@@ -482,49 +538,30 @@ def compress(
     sim_prev = torch.empty(t, cells, dtype=torch.float32, device=device)  # row 0 unused
     sim_next = torch.empty(t, cells, dtype=torch.float32, device=device)  # row t-1 unused
     distances = torch.empty(n_long, edges.count, dtype=torch.float32, device=device)
-    buffer = torch.empty(min(chunk_frames + 1, t) * cells, dim, dtype=torch.float32, device=device)
+    padded = PaddedFrames(h, w, dim, frames=min(chunk_frames + 1, t), device=device)
     for first in range(0, t, chunk_frames):
         last = min(t, first + chunk_frames)
         lo = max(0, first - 1)  # the frame before the chunk, for the pair that crosses into it
-        grid = normalise(x[lo * cells : last * cells], (h, w), out=buffer)  # [last - lo, H, W, D]
-        if grid.shape[0] > 1:
-            before, after = adjacent_similarity(grid[1:], grid[:-1])
+        if first:  # slot 0: the previous chunk's last frame, already normalised
+            padded.move(newest, 0)
+        padded.load(x[first * cells : last * cells], first - lo)  # slots .. last-lo-1
+        newest = last - lo - 1
+        if last - lo > 1:  # frames lo+1 .. last-1 against lo .. last-2
+            dots = padded.window_dots(1, 0, last - lo - 1)
+            settle_near_one(dots, x[(lo + 1) * cells : last * cells], x[lo * cells : (last - 1) * cells])
+            before, after = window_maxima(dots)
             sim_prev[lo + 1 : last] = before.reshape(-1, cells)
             sim_next[lo : last - 1] = after.reshape(-1, cells)
         if first < n_long:
             upto = min(last, n_long)
-            distances[first:upto] = _edge_distances(grid[first - lo : upto - lo], edges)
-        del grid
-    del buffer
+            distances[first:upto] = _edge_distances(padded, first - lo, upto - first)
+    del padded
 
-    # d_prev, its Otsu threshold and the scene-change signal, every frame but the first at once
-    d_prev = 1.0 - sim_prev[1:]
-    defined = d_prev >= 0  # a hair below zero is rounding of identical tokens: undefined
-    theta_prev, has_prev = otsu_threshold(d_prev, defined, fallback_to_median=True)
-    above = defined & (d_prev >= theta_prev.unsqueeze(1)) & has_prev.unsqueeze(1)
-    change_fraction = above.float().mean(-1)
+    # distances to the previous frame, their thresholds and the scene-change signal, all at once
+    previous = _Previous.cat([_Previous.none(1, cells, device), _Previous.of(sim_prev[1:])])
 
     # TAS over every frame that left short-term
-    keep_mid = torch.ones(n_mid, cells, dtype=torch.bool, device=device)
-    if n_mid:
-        near = sim_next[:n_mid]
-        d_next = 1.0 - near
-        fixed = config.pair_sim_threshold
-        if fixed is None:
-            theta_next, _ = otsu_threshold(d_next, fallback_to_median=True)
-            keep_mid = d_next >= theta_next.unsqueeze(1)
-        else:
-            fixed = min(max(1.0 - float(fixed), 0.0), 2.0)
-            keep_mid = d_next >= d_next.new_tensor(fixed)
-        if n_mid > 1:  # frame 0 has no d_prev
-            dp, df = d_prev[: n_mid - 1], defined[: n_mid - 1]
-            if fixed is None:
-                th, ok = theta_prev[: n_mid - 1], has_prev[: n_mid - 1]
-            else:
-                th, ok = dp.new_tensor(fixed).expand(n_mid - 1), df.any(-1)
-            keep_mid[1:] |= df & (dp >= th.unsqueeze(1)) & ok.unsqueeze(1)
-        if config.direct_drop_sim is not None:
-            keep_mid &= ~(near > config.direct_drop_sim)
+    keep_mid = _temporal_selection(sim_next[:n_mid], previous.rows(n_mid), config)
 
     # SDC over every frame that left mid-term, all together
     keep_long = keep_mid[:n_long]
@@ -541,7 +578,7 @@ def compress(
     dropped = ~keep_mid
     frames = []
     for i in range(t):
-        record = FrameRecord(index=i, change_fraction=change_fraction[i - 1] if i else None)
+        record = FrameRecord(index=i, change_fraction=previous.change_fraction[i] if i else None)
         if i < n_mid:
             record.tier, record.keep, record.tas_dropped = MID, keep_mid[i], dropped[i]
         if i < n_long:
