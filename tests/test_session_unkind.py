@@ -99,8 +99,6 @@ def test_pixel_budgets_that_no_frame_can_meet_are_refused_at_once():
 
 
 # ------------------------------------------------------------------ c. a still scene is no scene change
-@pytest.mark.xfail(strict=False, reason="identical frames' distances are rounding noise until the memory makes "
-                   "them exactly 0 (the memory's own fix); the still stretches then give no event")
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_a_still_scene_raises_no_scene_change_event(family):
     model, processor = tiny(family)
