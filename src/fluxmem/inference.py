@@ -128,10 +128,21 @@ def answer(
     progress: bool = False,
     system: str | None = None,
     second_per_grid_ts: list[float] | None = None,
+    memory=None,
+    budget=None,
     **generate_kwargs,
 ) -> Answer:
     """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
-    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
+    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another).
+    ``memory`` / ``budget``: the memory method and token budget of this call (``fluxmem.memories``;
+    the switch is installed, off by default, when the model has none)."""
+    if memory is not None or budget is not None:
+        if get_state(model) is None:
+            from .adapters import install
+
+            install(model, default_active=False)
+        generate_kwargs.update({k: v for k, v in (("memory", memory), ("budget", budget)) if v is not None})
+        use_fluxmem = True if use_fluxmem is None else use_fluxmem
     sampling = sampling or SamplingOptions()
     timings = {}
     started = time.perf_counter()
