@@ -602,7 +602,7 @@ class StreamSession:
             videos=1 if steps else 0,
             method=self.method.spec,
             tiers=tiers,
-            memory_ms=self._timings["memory"],
+            memory_ms=None,  # in stats()["timings_ms"]["memory"]: a stream's total, not one video's
             extra={"steps": steps, "evicted_frames": self._evicted},
         )
 
