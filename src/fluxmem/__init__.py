@@ -50,17 +50,19 @@ _LAZY = {
 # subpackages reachable as attributes after a bare `import fluxmem` (fluxmem.loading.load_model, ...)
 _SUBMODULES = frozenset({
     "adapters", "cli", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
-    "session", "testing", "testing_families", "train", "video", "viz",
+    "memories", "session", "testing", "testing_families", "train", "video", "viz",
 })
 
 
-def enable(model, config=None, *, positions: str = "original", **options):
+def enable(model, config=None, *, positions: str = "original", memory=None, budget=None, **options):
     """Switch FluxMem on for ``model`` (a model loaded with plain transformers), in place.
 
     ``options`` are :class:`FluxMemConfig` fields (``short_frames=8, medium_frames=64, ...``).
     ``positions="original"`` (the default) numbers M-RoPE positions by the rule Qwen2-VL and
     Qwen2.5-VL were trained with, also with the memory off; ``"transformers"`` keeps the installed
     transformers' numbering (``generate(..., positions=...)`` per call; ``docs/models.md``).
+    ``memory`` names another memory method (``"evs"``, ``"recent:4"``..., see
+    ``fluxmem.memories``) and ``budget`` a token budget (``1200``, ``0.35``, ``"match:fluxmem"``).
     Only this instance changes; ``generate(..., use_fluxmem=False)`` still turns it off per call,
     and ``generate(..., fluxmem_stats=callback)`` hands the call's memory report to ``callback``.
     Checks first that the installed transformers behaves as fluxmem relies on
@@ -68,11 +70,17 @@ def enable(model, config=None, *, positions: str = "original", **options):
     use ``with fluxmem.enabled(model, short_frames=8): ...``.
     """
     from .adapters import install
+    from .memories import get as get_memory
     from .memory import FluxMemConfig, check_config
 
-    config = check_config(config) or FluxMemConfig()
-    config = config.replace(**options) if options else config
-    install(model, config, default_active=True, positions=positions)
+    config = check_config(config)
+    if memory is not None and (config is not None or options):  # FluxMem options on the named method
+        memory = get_memory(memory, **(config.to_dict() if config else {}), **options)
+        config, options = None, {}
+    if memory is None:
+        config = config or FluxMemConfig()
+        config = config.replace(**options) if options else config
+    install(model, config, default_active=True, positions=positions, memory=memory, budget=budget)
     return model
 
 

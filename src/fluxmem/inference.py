@@ -139,11 +139,23 @@ def answer(
     progress: bool = False,
     system: str | None = None,
     second_per_grid_ts: list[float] | None = None,
+    memory=None,
+    budget=None,
     **generate_kwargs,
 ) -> Answer:
     """Ask ``question`` about ``video`` (a path, a list of frames or an array ``[T, H, W, 3]``) with
     greedy decoding by default. Pixels are uint8 0..255 or floats 0..1, as ``StreamSession.push``
-    reads them (:mod:`fluxmem.video.pixels`). ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another)."""
+    reads them (:mod:`fluxmem.video.pixels`). ``second_per_grid_ts`` replaces the true temporal
+    spacing (a protocol that prescribes another). ``memory`` / ``budget``: the memory method and
+    token budget of this call (``fluxmem.memories``; the switch is installed, off by default, when
+    the model has none)."""
+    if memory is not None or budget is not None:
+        if get_state(model) is None:
+            from .adapters import install
+
+            install(model, default_active=False)
+        generate_kwargs.update({k: v for k, v in (("memory", memory), ("budget", budget)) if v is not None})
+        use_fluxmem = True if use_fluxmem is None else use_fluxmem
     sampling = sampling or SamplingOptions()
     if not isinstance(sampling, SamplingOptions):
         raise ConfigError(f"sampling must be a SamplingOptions(...), got {type(sampling).__name__} {sampling!r}.")

@@ -70,7 +70,8 @@ def load_model(
         return _load_adapters(source, device=device, dtype=dtype, attn_implementation=attn_implementation,
                               fluxmem=fluxmem, use_fluxmem=use_fluxmem, positions=positions)
     config = supported_config(source)
-    config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
+    saved = (getattr(config, "fluxmem", None) or {}) if fluxmem is None else {}
+    config_fluxmem = FluxMemConfig.from_dict(saved) if fluxmem is None else fluxmem
     vision = getattr(config, "vision_config", None)
     config_fluxmem.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # fail before loading weights
     device = resolve_device(device)
@@ -85,7 +86,9 @@ def load_model(
     if device not in ("cuda",):
         model = model.to(device)
     model.eval()
-    install(model, config_fluxmem, default_active=use_fluxmem, positions=positions)
+    # a memory method and budget saved by `fluxmem train --memory` come back with the settings
+    install(model, config_fluxmem, default_active=use_fluxmem, positions=positions, memory=saved.get("memory"),
+            budget=saved.get("budget"))  # fmt: skip
     return model, processor
 
 
@@ -121,8 +124,10 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
         hint = f", or pass the merged model {str(merged)!r}" if merged.is_dir() else ""
         raise ConfigError(f"{source!r} holds LoRA adapters; loading them needs peft: pip install peft{hint}.") from None
     base = adapter_base_model(source)
+    saved = {}
     if fluxmem is None and (Path(source) / "fluxmem.json").is_file():
-        fluxmem = FluxMemConfig.from_dict(json.loads((Path(source) / "fluxmem.json").read_text()))
+        saved = json.loads((Path(source) / "fluxmem.json").read_text())
+        fluxmem = FluxMemConfig.from_dict(saved)
     try:
         model, processor = load_model(base, fluxmem=fluxmem, **options)  # use_fluxmem passes through
     except FluxMemError as error:
@@ -141,7 +146,8 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(source)
-    install(model, state.config, default_active=state.default_active, positions=state.positions)
+    install(model, state.config, default_active=state.default_active, positions=state.positions,
+            memory=saved.get("memory", state.memory), budget=saved.get("budget", state.budget))  # fmt: skip
     return model, processor
 
 

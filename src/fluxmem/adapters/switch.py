@@ -1,5 +1,9 @@
 """The FluxMem switch on one model instance: ``enable(model)`` and ``use_fluxmem=True``.
 
+The memory method is FluxMem unless one is named: ``enable(model, memory="evs", budget=...)`` or
+``generate(..., memory="recent:4", budget="match:fluxmem")`` (any :mod:`fluxmem.memories` method;
+the same keep-mask path prunes for all of them).
+
 It is a forward pre-hook registered on that instance only (no class is patched, other models in
 the process are untouched). On a prefill that carries videos it hands the stock forward pruned
 ``inputs_embeds``, their original positions, the re-padded mask and re-aligned labels; on the
@@ -32,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError, InputError
+from ..memories import Budget, FluxMem, Memory, MemoryStats
+from ..memories import get as get_memory
 from ..memory import FluxMemConfig, check_config
 from . import hf, registry
 from .base import ModelAdapter, check_positions
@@ -40,7 +46,7 @@ from .pruning import VideoReport, prune_prefill
 logger = logging.getLogger(__name__)
 
 # Keyword arguments the switch takes out of forward/generate calls.
-CALL_OPTIONS = ("use_fluxmem", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
+CALL_OPTIONS = ("use_fluxmem", "memory", "budget", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
 POSITIONS_OPTION = "positions"
 STATS_OPTION = "fluxmem_stats"
 _STATE = "_fluxmem_state"
@@ -74,24 +80,13 @@ class MemoryReport:
     def active(self) -> bool:
         return bool(self.videos)
 
+    @property
+    def stats(self) -> MemoryStats:
+        """Visual tokens before and after (per tier for FluxMem) over the videos of the call."""
+        return MemoryStats.combine(r.stats for r in self.videos)
+
     def summary(self) -> dict:
-        """Visual tokens before and after, per tier, over the videos of the call."""
-        tokens = sum(r.tokens for r in self.videos)
-        kept = sum(r.kept for r in self.videos)
-        tiers: dict[str, dict[str, int]] = {}
-        for report in self.videos:
-            for tier, entry in report.tiers.items():
-                total = tiers.setdefault(tier, {"frames": 0, "tokens": 0, "kept": 0})
-                for key, value in entry.items():
-                    total[key] += value
-        return {
-            "videos": len(self.videos),
-            "tokens": tokens,
-            "kept": kept,
-            "retained_fraction": kept / tokens if tokens else 1.0,
-            "tiers": tiers,
-            "memory_ms": round(sum(r.memory_ms for r in self.videos), 3),
-        }
+        return self.stats.to_dict()
 
 
 @dataclass
@@ -104,6 +99,13 @@ class FluxMemState:
     positions: str = "original"
     """The position rule (``"original"`` or ``"transformers"``), per call ``positions=``."""
     handle: torch.utils.hooks.RemovableHandle | None = None
+    memory: Memory | None = None
+    """The memory method (``None``: FluxMem with :attr:`config`)."""
+    budget: Budget | None = None
+
+    @property
+    def method(self) -> Memory:
+        return self.memory if self.memory is not None else FluxMem.from_config(self.config)
 
     @property
     def last_report(self) -> MemoryReport:
@@ -154,20 +156,33 @@ def get_state(model) -> FluxMemState | None:
     return getattr(unwrap(model), _STATE, None)
 
 
-def install(model, config: FluxMemConfig | None = None, *, default_active: bool, positions: str = "original") -> FluxMemState:
-    """Install the switch on ``model`` (a second call updates the settings). Checks the installed
+def install(model, config: FluxMemConfig | None = None, *, default_active: bool, positions: str = "original",
+            memory=None, budget=None) -> FluxMemState:  # fmt: skip
+    """Install the switch on ``model`` (a second call updates the settings). ``memory``: a method
+    or spec (``"evs:0.6"``; default FluxMem with ``config``); ``budget``: what
+    :meth:`Budget.parse` takes; ``positions``: the M-RoPE position rule. Checks the installed
     transformers against what the switch relies on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
-    config = check_config(config) or FluxMemConfig()
+    config = check_config(config)
+    memory = None if memory is None else get_memory(memory)
+    if isinstance(memory, FluxMem):
+        config = memory.config if config is None else config
+        memory = memory if type(memory) is not FluxMem else None  # plain FluxMem lives in config
+    config = config or FluxMemConfig()
+    budget = None if budget is None else Budget.parse(budget)
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
+    if memory is not None:
+        memory.check(temporal_patch_size=adapter.temporal_patch_size)
     check_positions(positions)
     hf.check_model(model)
     state = getattr(model, _STATE, None)
     if state is not None:
         state.config, state.default_active, state.positions = config, default_active, positions
+        state.memory, state.budget = memory, budget
         return state
-    state = FluxMemState(adapter=adapter, config=config, default_active=default_active, positions=positions)
+    state = FluxMemState(adapter=adapter, config=config, default_active=default_active, positions=positions,
+                         memory=memory, budget=budget)  # fmt: skip
     state.handle = model.register_forward_pre_hook(_pre_forward, with_kwargs=True)
     object.__setattr__(model, _STATE, state)
     object.__setattr__(model, "generate", _generate_taking_options(model.generate, state))
@@ -188,17 +203,19 @@ def enabled(model, config: FluxMemConfig | None = None, **options):
     """FluxMem on for ``model`` inside the block; afterwards the model is as it was (switch removed,
     or its earlier settings back)."""
     before = get_state(model)
-    saved = None if before is None else (before.config, before.default_active, before.positions)
+    saved = None if before is None else (before.config, before.default_active, before.positions, before.memory, before.budget)
+    memory, budget = options.pop("memory", None), options.pop("budget", None)
     config = check_config(config) or (before.config if before is not None else FluxMemConfig())
     positions = options.pop(POSITIONS_OPTION, before.positions if before is not None else "original")
-    install(model, config.replace(**options) if options else config, default_active=True, positions=positions)
+    install(model, config.replace(**options) if options else config, default_active=True, positions=positions,
+            memory=memory, budget=budget)  # fmt: skip
     try:
         yield model
     finally:
         if saved is None:
             detach(model)
         else:
-            before.config, before.default_active, before.positions = saved
+            before.config, before.default_active, before.positions, before.memory, before.budget = saved
 
 
 def _generate_taking_options(generate, state: FluxMemState):
@@ -299,12 +316,11 @@ def _pre_forward(module, args, kwargs):
         raise InputError("FluxMem needs input_ids to find the videos in the prompt; pass input_ids, not inputs_embeds, "
                          "or use_fluxmem=False.")  # fmt: skip
 
-    config = state.config.replace(**{k: v for k, v in options.items() if v is not None}) if options else state.config
-    config.grid_steps(state.adapter.temporal_patch_size)
+    method, budget = call_method(state, options)
     kwargs = _with_grids(state, context, kwargs)
     if renumber:
         kwargs["position_ids"] = None  # generate's, by transformers' rule
-    new = _pruned_prefill(module, state, config, kwargs, cache_name, cache, report, rule)
+    new = _pruned_prefill(module, state, method, budget, kwargs, cache_name, cache, report, rule)
     if call is not None and cache_name in new and new[cache_name] is not None:
         call["pruned"] = True
     _publish(state, call, report, callback)
@@ -403,7 +419,20 @@ def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids
     return torch.cat([block for block in blocks for _ in range(factor)])
 
 
-def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: dict, cache_name: str, cache,
+def call_method(state: FluxMemState, options: dict) -> tuple[Memory, Budget | None]:
+    """The memory method and budget of one call: the switch's, with the call's ``memory=``,
+    ``budget=`` and FluxMem options on top (FluxMem options on another method are an error)."""
+    spec, budget = options.get("memory"), options.get("budget")
+    changes = {k: v for k, v in options.items() if k not in ("memory", "budget") and v is not None}
+    if spec is None and not changes:
+        method = state.method
+    else:
+        method = get_memory(state.method if spec is None else spec, **changes)
+    method.check(temporal_patch_size=state.adapter.temporal_patch_size)
+    return method, state.budget if budget is None else Budget.parse(budget)
+
+
+def _pruned_prefill(model, state: FluxMemState, method: Memory, budget, kwargs: dict, cache_name: str, cache,
                     report: MemoryReport, rule: str) -> dict:  # fmt: skip
     adapter = state.adapter
     started = time.perf_counter()
@@ -415,8 +444,9 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
         input_ids,
         kwargs.get("attention_mask"),
         kwargs.get("video_grid_thw"),
-        config,
+        method,
         labels=kwargs.get("labels"),
+        budget=budget,
     )
     report.videos = pruned.reports
     report.prepare_ms = (time.perf_counter() - started) * 1000
@@ -432,9 +462,9 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
     if kwargs.get("labels") is not None:
         new["labels"] = pruned.labels
     new.update(adapter.pruned_extras(prepared, pruned))
-    if prepared.rope_deltas is not None:
-        hf.set_rope_deltas(model, prepared.rope_deltas)
-    _remember_prefill(model, kwargs, new, cache_name, cache, mask, pruned.original_length, prepared.rope_deltas)
+    if pruned.rope_deltas is not None:
+        hf.set_rope_deltas(model, pruned.rope_deltas)
+    _remember_prefill(model, kwargs, new, cache_name, cache, mask, pruned.original_length, pruned.rope_deltas)
     return new
 
 

@@ -21,7 +21,7 @@ import sys
 from ..errors import FluxMemError
 
 # name -> module under fluxmem.cli; imported only when listed in --help or run
-SUBCOMMANDS = ("quickstart", "ask", "stream", "eval", "score", "train", "visualize", "demo", "serve", "doctor")
+SUBCOMMANDS = ("quickstart", "ask", "stream", "eval", "score", "train", "visualize", "demo", "serve", "memories", "doctor")
 
 
 class OneLineParser(argparse.ArgumentParser):

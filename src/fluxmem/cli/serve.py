@@ -38,6 +38,7 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
     """The ``vllm serve`` command line for ``args``."""
     import shlex
 
+    from ..memories import FluxMem
     from ..serving.settings import ServingSettings
 
     try:
@@ -53,7 +54,13 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
     if not args.no_fluxmem:
         from ..loading import resolve_device, supported_config
 
-        settings = options.memory_config(args).to_dict()  # whole grid steps: --short-frames 1 fails here
+        method, budget = options.memory_method(args)
+        # whole grid steps: --short-frames 1 fails here
+        settings = options.memory_config(args).to_dict() if method is None or isinstance(method, FluxMem) else {}
+        if method is not None:
+            settings["memory"] = method.spec
+        if budget is not None:
+            settings["budget"] = str(budget)
         # a dry run may print the command for another machine: the device's name is checked, not its presence
         settings["device"] = resolve_device(args.encoder_device, flag="--encoder-device", here=not args.dry_run)
         if args.encoder_dtype:

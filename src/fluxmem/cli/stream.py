@@ -110,15 +110,24 @@ def run(args: argparse.Namespace) -> int:
     if args.instruction is not None and not args.proactive:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
     memory = options.memory_config(args)
+    method, budget = options.memory_method(args)
+    if budget is not None:
+        raise ConfigError("--budget is solved over a whole video, which a live stream never has; cap the tokens held with "
+                          "--max-memory-tokens, or pick a method's own setting (e.g. --memory recent:4).")  # fmt: skip
+    if method is not None and not method.causal:
+        method.stream((1, 1))  # a method that needs the whole video refuses now, before the model loads
+    if method is not None and args.no_fluxmem:
+        raise ConfigError(f"--no-fluxmem keeps every token; drop it to run --memory {method.spec} (or use --memory none).")
     options.check_model_options(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
     with claim_out(args):  # the output is checked first: a bad --out is named before a bad model
         options.check_model(args)
-        return _run(args, memory, questions)
+        return _run(args, memory, questions, method)
 
 
-def _run(args: argparse.Namespace, memory, questions: list[dict]) -> int:
+def _run(args: argparse.Namespace, memory, questions: list[dict], method) -> int:
+    from ..memories import MemoryStats
     from ..outputs import RecordFile
     from ..session import StreamSession
     from ..video import open_source
@@ -143,6 +152,7 @@ def _run(args: argparse.Namespace, memory, questions: list[dict]) -> int:
                 gamma=args.gamma,
                 instruction=args.instruction,
                 instruction_max_new_tokens=args.max_new_tokens,
+                memory=method,
             )
             progress = args.out is not None and not args.no_progress
             counts = _stream(source, session, questions, args.max_new_tokens, out_file or sys.stdout, progress=progress)
@@ -154,8 +164,8 @@ def _run(args: argparse.Namespace, memory, questions: list[dict]) -> int:
         memory_stats = stats["memory"]
         print(
             f"[stream] {counts['frames']} frames ({stats['grid_steps']} grid steps) up to {counts['until']:.1f} s, "
-            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | visual tokens {memory_stats['tokens']} -> "
-            f"{memory_stats['kept']} ({100 * memory_stats['retained_fraction']:.1f}% kept)",
+            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | "
+            + MemoryStats.from_dict(memory_stats).line().removeprefix("[memory] "),
             file=sys.stderr,
         )
     return 0

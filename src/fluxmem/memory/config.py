@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-RECORD_KEYS = ("use_fluxmem",)
+RECORD_KEYS = ("use_fluxmem", "memory", "budget")  # recorded next to the settings by `fluxmem train`
 """Keys saved next to the memory parameters that are not parameters (read by the loaders)."""
 
 

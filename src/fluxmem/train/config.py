@@ -106,6 +106,10 @@ class TrainConfig:
     pair_sim_threshold: float | None = None
     positions: str = "original"
     """M-RoPE positions: the rule Qwen2-VL / Qwen2.5-VL were trained with, or "transformers"."""
+    memory: str | None = None
+    """Memory method in the forward pass (``fluxmem memories``: recent:4, evs:0.5...; unset = FluxMem with the settings above)."""
+    budget: int | float | str | None = None
+    """Token budget per video: a count (1200), a fraction (0.35) or match:METHOD; unset = the method's own."""
 
     # --- what to train
     tune_llm: bool = True
@@ -185,6 +189,7 @@ class TrainConfig:
         if self.positions not in ("original", "transformers"):
             raise ConfigError(f"positions must be original or transformers, got {self.positions!r}.")
         self.memory_config()  # validates short_frames / medium_frames / similarities
+        self.memory_method()  # an unknown method or a bad budget fails now, in one line
 
     def require_runnable(self) -> None:
         """Checks that only matter when training starts (a config may be built piece by piece)."""
@@ -223,9 +228,22 @@ class TrainConfig:
             pair_sim_threshold=self.pair_sim_threshold,
         )
 
+    def memory_method(self):
+        """``(method, budget)``: the memory method (``None``: FluxMem with :meth:`memory_config`) and budget."""
+        from ..memories import Budget, get
+
+        method = None if self.memory is None else get(self.memory)
+        return method, None if self.budget is None else Budget.parse(self.budget)
+
     def fluxmem_record(self) -> dict:
         """What a saved model records under ``config.fluxmem`` (read back by ``fluxmem.loading``)."""
-        return {**self.memory_config().to_dict(), "use_fluxmem": self.use_fluxmem}
+        record = {**self.memory_config().to_dict(), "use_fluxmem": self.use_fluxmem}
+        method, budget = self.memory_method()
+        if method is not None:
+            record["memory"] = method.spec
+        if budget is not None:
+            record["budget"] = str(budget)
+        return record
 
     def dataset_specs(self) -> list[DatasetSpec]:
         return [DatasetSpec.parse(entry, self.data_root) for entry in self.datasets]
@@ -338,7 +356,15 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{name} cannot be empty (null).")
     base = annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        base = next(a for a in args if a is not type(None))
+        bases = [a for a in args if a is not type(None)]
+        if len(bases) > 1:  # e.g. a budget: a count, a fraction or a string
+            for candidate in bases:
+                try:
+                    return _coerce(name, value, candidate)
+                except ConfigError:
+                    pass
+            raise ConfigError(f"{name} must be one of {', '.join(b.__name__ for b in bases)}, got {value!r}.")
+        base = bases[0]
     origin = typing.get_origin(base) or base
     if origin is bool:
         if isinstance(value, bool):
