@@ -21,7 +21,7 @@ import sys
 from ..errors import FluxMemError
 
 # name -> module under fluxmem.cli; imported only when listed in --help or run
-SUBCOMMANDS = ("ask", "stream", "eval", "score", "train", "visualize", "demo", "serve", "memories")
+SUBCOMMANDS = ("ask", "stream", "eval", "score", "compare", "train", "visualize", "demo", "serve", "memories")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,20 @@ def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, mediu
     group.add_argument("--no-fluxmem", action="store_true", help="run the unmodified model (baseline)")
 
 
+def add_method_options(parser: argparse.ArgumentParser, *, several: bool) -> None:
+    """``--memory`` (one method, or with ``several`` a comma-separated list to compare) and ``--budget``."""
+    group = parser.add_argument_group("memory method (fluxmem memories lists them)")
+    group.add_argument(
+        "--memory", default=None, metavar="SPEC" + ("[,SPEC...]" if several else ""),
+        help="memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem)"
+        + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else ""),
+    )
+    group.add_argument(
+        "--budget", default=None, metavar="BUDGET",
+        help="visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)",
+    )
+
+
 def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, max_pixels: int | None = None) -> None:
     group = parser.add_argument_group("frame sampling")
     group.add_argument("--fps", type=float, default=fps, help="frames per second to sample (default %(default)s)")
