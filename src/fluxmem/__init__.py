@@ -49,14 +49,16 @@ _LAZY = {
 # subpackages reachable as attributes after a bare `import fluxmem` (fluxmem.loading.load_model, ...)
 _SUBMODULES = frozenset({
     "adapters", "cli", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
-    "session", "testing", "testing_families", "train", "video", "viz",
+    "memories", "session", "testing", "testing_families", "train", "video", "viz",
 })
 
 
-def enable(model, config=None, **options):
+def enable(model, config=None, *, memory=None, budget=None, **options):
     """Switch FluxMem on for ``model`` (a model loaded with plain transformers), in place.
 
     ``options`` are :class:`FluxMemConfig` fields (``short_frames=8, medium_frames=64, ...``).
+    ``memory`` names another memory method (``"evs"``, ``"recent:4"``..., see
+    ``fluxmem.memories``) and ``budget`` a token budget (``1200``, ``0.35``, ``"match:fluxmem"``).
     Only this instance changes; ``generate(..., use_fluxmem=False)`` still turns it off per call,
     and ``generate(..., fluxmem_stats=callback)`` hands the call's memory report to ``callback``.
     Checks first that the installed transformers behaves as fluxmem relies on
@@ -64,10 +66,15 @@ def enable(model, config=None, **options):
     use ``with fluxmem.enabled(model, short_frames=8): ...``.
     """
     from .adapters import install
+    from .memories import get as get_memory
     from .memory import FluxMemConfig
 
-    config = (config or FluxMemConfig()).replace(**options) if options else (config or FluxMemConfig())
-    install(model, config, default_active=True)
+    if memory is not None and (config is not None or options):  # FluxMem options on the named method
+        memory = get_memory(memory, **(config.to_dict() if config else {}), **options)
+        config, options = None, {}
+    if memory is None:
+        config = (config or FluxMemConfig()).replace(**options) if options else (config or FluxMemConfig())
+    install(model, config, default_active=True, memory=memory, budget=budget)
     return model
 
 

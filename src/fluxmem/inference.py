@@ -172,6 +172,12 @@ def generate_answer(
     of :mod:`fluxmem.memories` or its spec) at ``budget``; ``prepared`` is not modified, so one
     prepared question serves every method. ``timings_ms`` holds the prepared question's decoding
     and encoding times and this call's generation time."""
+    if memory is not None or budget is not None:
+        if get_state(model) is None:  # the switch, off by default, for this call's method
+            from .adapters import install
+
+            install(model, default_active=False)
+        use_fluxmem = True if use_fluxmem is None else use_fluxmem
     inputs, encoded = prepared.inputs, prepared.encoded
     model_inputs = {k: v for k, v in inputs.items() if not (encoded and k == "pixel_values_videos")}
     model_inputs = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in model_inputs.items()}
@@ -209,12 +215,15 @@ def answer(
     progress: bool = False,
     system: str | None = None,
     second_per_grid_ts: list[float] | None = None,
+    memory=None,
+    budget=None,
     **generate_kwargs,
 ) -> Answer:
     """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
     ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another);
-    ``memory=``/``budget=`` choose another memory method for this call (:func:`generate_answer`)."""
+    ``memory`` / ``budget``: the memory method and token budget of this call (``fluxmem.memories``;
+    the switch is installed, off by default, when the model has none; :func:`generate_answer`)."""
     prepared = prepare_question(model, processor, video, question, sampling=sampling, progress=progress,
                                 system=system, second_per_grid_ts=second_per_grid_ts)
     return generate_answer(model, processor, prepared, max_new_tokens=max_new_tokens, use_fluxmem=use_fluxmem,
-                           **generate_kwargs)
+                           memory=memory, budget=budget, **generate_kwargs)

@@ -1,9 +1,13 @@
 """Prefill pruning: run the memory on every video of a batch and shrink the sequence.
 
 Model-agnostic: works on what an adapter prepared (embeddings with features placed, M-RoPE
-positions, video spans). Kept tokens keep their original positions; text is always kept; images
-are untouched; each video is compressed on its own; each sample is re-padded on the caller's
-padding side so that its result equals running it alone.
+positions, video spans), and memory-agnostic: any :class:`fluxmem.memories.Memory` decides which
+tokens of each video stay (one keep-mask path for every method). Kept tokens keep their original
+positions, except for a method that feeds its kept steps as the video (``restarts_video``:
+``recent:N``), whose kept steps take the positions of the video's first steps, as the stock model
+given only those frames numbers them; text is always kept; images are untouched; each video is
+compressed on its own; each sample is re-padded on the caller's padding side so that its result
+equals running it alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..memory import CompressResult, FluxMemConfig, compress
+from ..memories import FluxMem, Memory, MemoryResult, MemoryStats
+from ..memory import FluxMemConfig
 from .base import ModelAdapter, PreparedInputs, VideoSpan
 
 
@@ -23,22 +28,27 @@ class VideoReport:
 
     batch_index: int
     grid_thw: tuple[int, int, int]
-    tokens: int
-    kept: int
-    tiers: dict[str, dict[str, int]]
-    memory_ms: float
+    stats: MemoryStats
     frames: list = field(default_factory=list, repr=False)  # FrameRecord per grid step
 
+    @property
+    def tokens(self) -> int:
+        return self.stats.tokens
+
+    @property
+    def kept(self) -> int:
+        return self.stats.kept
+
+    @property
+    def tiers(self) -> dict[str, dict[str, int]] | None:
+        return self.stats.tiers
+
+    @property
+    def memory_ms(self) -> float:
+        return self.stats.memory_ms
+
     def to_dict(self) -> dict:
-        return {
-            "batch_index": self.batch_index,
-            "grid_thw": list(self.grid_thw),
-            "tokens": self.tokens,
-            "kept": self.kept,
-            "retained_fraction": self.kept / max(1, self.tokens),
-            "tiers": self.tiers,
-            "memory_ms": round(self.memory_ms, 3),
-        }
+        return {"batch_index": self.batch_index, **self.stats.to_dict()}
 
 
 @dataclass
@@ -51,7 +61,8 @@ class PrunedPrefill:
     kept_index: torch.Tensor  # [B, L'] original sequence index of each slot, -1 on padding
     labels: torch.Tensor | None
     original_length: int
-    results: list[tuple[VideoSpan, CompressResult]] = field(default_factory=list)
+    rope_deltas: torch.Tensor | None = None  # [B, 1] next text position minus L (after renumbering)
+    results: list[tuple[VideoSpan, MemoryResult]] = field(default_factory=list)
     reports: list[VideoReport] = field(default_factory=list)
 
 
@@ -68,14 +79,19 @@ def prune_prefill(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     video_grid_thw: torch.Tensor | None,
-    config: FluxMemConfig,
+    memory: Memory | FluxMemConfig,
     labels: torch.Tensor | None = None,
+    *,
+    budget=None,
 ) -> PrunedPrefill:
-    """Compress every video of the batch and shrink the sequence to the kept tokens.
+    """Run ``memory`` (a method, or FluxMem's settings) on every video of the batch, with ``budget``
+    (:class:`fluxmem.memories.Budget`) solved per video, and shrink the sequence to the kept tokens.
 
-    Gathers the kept rows first and then writes the long-term anchors' cluster means into the
+    Gathers the kept rows first and then writes merged anchors' cluster means into the
     kept-size tensor: nothing of the input's full size is copied or allocated.
     """
+    if isinstance(memory, FluxMemConfig):
+        memory = FluxMem.from_config(memory)
     embeds = prepared.inputs_embeds
     batch, length = input_ids.shape
     if attention_mask is None:
@@ -88,20 +104,12 @@ def prune_prefill(
         start = time.perf_counter()
         features = prepared.video_features[offset : offset + span.num_tokens]
         offset += span.num_tokens
-        result = compress(features, span.grid_thw, config, temporal_patch_size=adapter.temporal_patch_size)
+        result = memory.compress(features, span.grid_thw, temporal_patch_size=adapter.temporal_patch_size, budget=budget)
         keep[span.batch_index, span.positions] &= result.keep.to(keep.device)
         results.append((span, result))
-        reports.append(
-            VideoReport(
-                batch_index=span.batch_index,
-                grid_thw=span.grid_thw,
-                tokens=span.num_tokens,
-                kept=result.kept_tokens,
-                tiers=result.tier_counts(),
-                memory_ms=(time.perf_counter() - start) * 1000,
-                frames=result.frames,
-            )
-        )
+        result.memory_ms = (time.perf_counter() - start) * 1000
+        stats = result.stats(grid_thw=list(span.grid_thw))
+        reports.append(VideoReport(span.batch_index, span.grid_thw, stats, frames=result.frames))
 
     counts = keep.sum(1)
     new_length = int(counts.max()) if batch else 0
@@ -126,7 +134,9 @@ def prune_prefill(
                 new_embeds[span.batch_index, anchor_slots.to(new_embeds.device)] = result.anchor_means.to(
                     new_embeds.device, embeds.dtype
                 )
-    positions = prepared.position_ids
+    positions, rope_deltas = prepared.position_ids, prepared.rope_deltas
+    if memory.restarts_video:
+        positions, rope_deltas = _restart_videos(positions, rope_deltas, results, attention_mask)
     new_positions = torch.gather(positions, 2, gather.unsqueeze(0).expand(positions.shape[0], -1, -1))
     new_positions = torch.where(valid.unsqueeze(0), new_positions, torch.ones_like(new_positions))
     new_labels = None
@@ -140,6 +150,35 @@ def prune_prefill(
         kept_index=kept_index,
         labels=new_labels,
         original_length=length,
+        rope_deltas=rope_deltas,
         results=results,
         reports=reports,
     )
+
+
+def _restart_videos(positions, rope_deltas, results, attention_mask):
+    """Number each video's kept tokens as the video's first tokens: the kept steps of a method that
+    feeds them as the video (``recent:N``) sit where the stock model, given only those frames, puts
+    them. Text after the video follows the video when the model numbers it from the video's largest
+    position (else it stays); the rope deltas follow the sample's new largest position. Needs the
+    video's tokens in one block (Qwen2-VL, Qwen2.5-VL); a video split in blocks (Qwen3-VL: one
+    per step, with timestamps in text) keeps its positions."""
+    positions = positions.clone()
+    valid = attention_mask.bool().to(positions.device)
+    before = positions.masked_fill(~valid.unsqueeze(0), -1).amax(dim=(0, 2))  # per sample
+    for span, result in results:
+        rows = span.positions.to(positions.device)
+        if rows.numel() == 0 or int(rows[-1] - rows[0]) + 1 != rows.numel():
+            continue  # not one block
+        b, kept = span.batch_index, result.kept_index.to(positions.device)
+        old = positions[:, b, rows]
+        old_max = int(old.max())
+        positions[:, b, rows[kept]] = old[:, : kept.numel()]
+        new_max = int(positions[:, b, rows[kept]].max()) if kept.numel() else int(rows[0]) - 1
+        after = int(rows[-1]) + 1
+        if after < positions.shape[2] and bool(valid[b, after]) and bool((positions[:, b, after] == old_max + 1).all()):
+            positions[:, b, after:] -= old_max - new_max  # text numbered from the video's largest position
+    if rope_deltas is not None:
+        now = positions.masked_fill(~valid.unsqueeze(0), -1).amax(dim=(0, 2))
+        rope_deltas = rope_deltas - (before - now).to(rope_deltas.device).view(-1, 1).to(rope_deltas.dtype)
+    return positions, rope_deltas

@@ -1,5 +1,9 @@
 """The FluxMem switch on one model instance: ``enable(model)`` and ``use_fluxmem=True``.
 
+The memory method is FluxMem unless one is named: ``enable(model, memory="evs", budget=...)`` or
+``generate(..., memory="recent:4", budget="match:fluxmem")`` (any :mod:`fluxmem.memories` method;
+the same keep-mask path prunes for all of them).
+
 It is a forward pre-hook registered on that instance only (no class is patched, other models in
 the process are untouched). On a prefill that carries videos it hands the stock forward pruned
 ``inputs_embeds``, their original positions, the re-padded mask and re-aligned labels; on the
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
+from ..memories import Budget, FluxMem, Memory, MemoryStats
+from ..memories import get as get_memory
 from ..memory import FluxMemConfig
 from . import hf, registry
 from .base import ModelAdapter
@@ -35,7 +41,7 @@ from .pruning import VideoReport, prune_prefill
 logger = logging.getLogger(__name__)
 
 # Keyword arguments the switch takes out of forward/generate calls.
-CALL_OPTIONS = ("use_fluxmem", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
+CALL_OPTIONS = ("use_fluxmem", "memory", "budget", "short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
 STATS_OPTION = "fluxmem_stats"
 _STATE = "_fluxmem_state"
 # Options given to generate(), seen by every forward call it makes (per thread / task).
@@ -68,24 +74,13 @@ class MemoryReport:
     def active(self) -> bool:
         return bool(self.videos)
 
+    @property
+    def stats(self) -> MemoryStats:
+        """Visual tokens before and after (per tier for FluxMem) over the videos of the call."""
+        return MemoryStats.combine(r.stats for r in self.videos)
+
     def summary(self) -> dict:
-        """Visual tokens before and after, per tier, over the videos of the call."""
-        tokens = sum(r.tokens for r in self.videos)
-        kept = sum(r.kept for r in self.videos)
-        tiers: dict[str, dict[str, int]] = {}
-        for report in self.videos:
-            for tier, entry in report.tiers.items():
-                total = tiers.setdefault(tier, {"frames": 0, "tokens": 0, "kept": 0})
-                for key, value in entry.items():
-                    total[key] += value
-        return {
-            "videos": len(self.videos),
-            "tokens": tokens,
-            "kept": kept,
-            "retained_fraction": kept / tokens if tokens else 1.0,
-            "tiers": tiers,
-            "memory_ms": round(sum(r.memory_ms for r in self.videos), 3),
-        }
+        return self.stats.to_dict()
 
 
 @dataclass
@@ -96,6 +91,13 @@ class FluxMemState:
     config: FluxMemConfig
     default_active: bool
     handle: torch.utils.hooks.RemovableHandle | None = None
+    memory: Memory | None = None
+    """The memory method (``None``: FluxMem with :attr:`config`)."""
+    budget: Budget | None = None
+
+    @property
+    def method(self) -> Memory:
+        return self.memory if self.memory is not None else FluxMem.from_config(self.config)
 
     @property
     def last_report(self) -> MemoryReport:
@@ -146,19 +148,28 @@ def get_state(model) -> FluxMemState | None:
     return getattr(unwrap(model), _STATE, None)
 
 
-def install(model, config: FluxMemConfig | None = None, *, default_active: bool) -> FluxMemState:
-    """Install the switch on ``model`` (a second call updates the settings). Checks the installed
-    transformers against what the switch relies on first (:func:`hf.check_model`)."""
+def install(model, config: FluxMemConfig | None = None, *, default_active: bool, memory=None, budget=None) -> FluxMemState:
+    """Install the switch on ``model`` (a second call updates the settings). ``memory``: a method
+    or spec (``"evs:0.6"``; default FluxMem with ``config``); ``budget``: what
+    :meth:`Budget.parse` takes. Checks the installed transformers against what the switch relies
+    on first (:func:`hf.check_model`)."""
     model = unwrap(model)
     adapter = registry.adapter_for(model)
+    memory = None if memory is None else get_memory(memory)
+    if isinstance(memory, FluxMem):
+        config = memory.config if config is None else config
+        memory = memory if type(memory) is not FluxMem else None  # plain FluxMem lives in config
     config = config or FluxMemConfig()
+    budget = None if budget is None else Budget.parse(budget)
     config.grid_steps(adapter.temporal_patch_size)  # reject impossible settings now, not mid-call
+    if memory is not None:
+        memory.check(temporal_patch_size=adapter.temporal_patch_size)
     hf.check_model(model)
     state = getattr(model, _STATE, None)
     if state is not None:
-        state.config, state.default_active = config, default_active
+        state.config, state.default_active, state.memory, state.budget = config, default_active, memory, budget
         return state
-    state = FluxMemState(adapter=adapter, config=config, default_active=default_active)
+    state = FluxMemState(adapter=adapter, config=config, default_active=default_active, memory=memory, budget=budget)
     state.handle = model.register_forward_pre_hook(_pre_forward, with_kwargs=True)
     object.__setattr__(model, _STATE, state)
     object.__setattr__(model, "generate", _generate_taking_options(model.generate, state))
@@ -179,16 +190,17 @@ def enabled(model, config: FluxMemConfig | None = None, **options):
     """FluxMem on for ``model`` inside the block; afterwards the model is as it was (switch removed,
     or its earlier settings back)."""
     before = get_state(model)
-    saved = None if before is None else (before.config, before.default_active)
+    saved = None if before is None else (before.config, before.default_active, before.memory, before.budget)
+    memory, budget = options.pop("memory", None), options.pop("budget", None)
     config = (config or (before.config if before is not None else FluxMemConfig()))
-    install(model, config.replace(**options) if options else config, default_active=True)
+    install(model, config.replace(**options) if options else config, default_active=True, memory=memory, budget=budget)
     try:
         yield model
     finally:
         if saved is None:
             detach(model)
         else:
-            before.config, before.default_active = saved
+            before.config, before.default_active, before.memory, before.budget = saved
 
 
 def _generate_taking_options(generate, state: FluxMemState):
@@ -267,12 +279,11 @@ def _pre_forward(module, args, kwargs):
         raise InputError("FluxMem needs input_ids to find the videos in the prompt; pass input_ids, not inputs_embeds, "
                          "or use_fluxmem=False.")  # fmt: skip
 
-    config = state.config.replace(**{k: v for k, v in options.items() if v is not None}) if options else state.config
-    config.grid_steps(state.adapter.temporal_patch_size)
+    method, budget = call_method(state, options)
     for key in ("video_grid_thw", "image_grid_thw", "second_per_grid_ts"):
         if kwargs.get(key) is None and context.get(key) is not None:
             kwargs[key] = _expand_per_sample(state.adapter, context, key, kwargs["input_ids"])
-    new = _pruned_prefill(module, state, config, kwargs, cache_name, cache, report)
+    new = _pruned_prefill(module, state, method, budget, kwargs, cache_name, cache, report)
     if call is not None and cache_name in new and new[cache_name] is not None:
         call["pruned"] = True
     _publish(state, call, report, callback)
@@ -316,7 +327,20 @@ def _expand_per_sample(adapter: ModelAdapter, context: dict, key: str, input_ids
     return torch.cat([block for block in blocks for _ in range(factor)])
 
 
-def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: dict, cache_name: str, cache,
+def call_method(state: FluxMemState, options: dict) -> tuple[Memory, Budget | None]:
+    """The memory method and budget of one call: the switch's, with the call's ``memory=``,
+    ``budget=`` and FluxMem options on top (FluxMem options on another method are an error)."""
+    spec, budget = options.get("memory"), options.get("budget")
+    changes = {k: v for k, v in options.items() if k not in ("memory", "budget") and v is not None}
+    if spec is None and not changes:
+        method = state.method
+    else:
+        method = get_memory(state.method if spec is None else spec, **changes)
+    method.check(temporal_patch_size=state.adapter.temporal_patch_size)
+    return method, state.budget if budget is None else Budget.parse(budget)
+
+
+def _pruned_prefill(model, state: FluxMemState, method: Memory, budget, kwargs: dict, cache_name: str, cache,
                     report: MemoryReport) -> dict:  # fmt: skip
     adapter = state.adapter
     started = time.perf_counter()
@@ -328,8 +352,9 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
         input_ids,
         kwargs.get("attention_mask"),
         kwargs.get("video_grid_thw"),
-        config,
+        method,
         labels=kwargs.get("labels"),
+        budget=budget,
     )
     report.videos = pruned.reports
     report.prepare_ms = (time.perf_counter() - started) * 1000
@@ -346,8 +371,8 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
     if kwargs.get("labels") is not None:
         new["labels"] = pruned.labels
     new.update(adapter.pruned_extras(prepared, pruned))
-    if prepared.rope_deltas is not None:
-        hf.set_rope_deltas(model, prepared.rope_deltas)
+    if pruned.rope_deltas is not None:
+        hf.set_rope_deltas(model, pruned.rope_deltas)
 
     use_cache = kwargs.get("use_cache")
     if use_cache is None:
@@ -356,7 +381,7 @@ def _pruned_prefill(model, state: FluxMemState, config: FluxMemConfig, kwargs: d
         if cache is None:
             cache = hf.new_cache(model)
             new[cache_name] = cache
-        _PREFIXES[cache] = _Prefix(mask, pruned.original_length, mask.shape[1], prepared.rope_deltas)
+        _PREFIXES[cache] = _Prefix(mask, pruned.original_length, mask.shape[1], pruned.rope_deltas)
     return new
 
 

@@ -8,6 +8,7 @@ path reports. ``docs/memories.md`` lists the methods and shows how to add one.
 
 from .base import Memory, MemoryResult, WholeFrames, WholeFrameStream
 from .budget import Budget
+from .fluxmem import FluxMem
 from .registry import DEFAULT, METHODS, describe, get, names, parse
 from .stats import MemoryStats
 
@@ -17,6 +18,7 @@ __all__ = [
     "WholeFrames",
     "WholeFrameStream",
     "Budget",
+    "FluxMem",
     "MemoryStats",
     "METHODS",
     "DEFAULT",

@@ -111,6 +111,9 @@ class Memory:
             )
         raise ConfigError(f"{self.spec} has no streaming form yet; use it offline (enable, generate, eval).")
 
+    def check(self, *, temporal_patch_size: int) -> None:
+        """Fail now, in one line, when this model (its temporal patch size) cannot run the method."""
+
     # ------------------------------------------------------------- the template
     @property
     def spec(self) -> str:

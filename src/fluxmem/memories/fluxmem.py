@@ -46,6 +46,9 @@ class FluxMem(Memory):
         self.config.grid_steps(temporal_patch_size)  # impossible settings fail with FluxMem's message
         return self.config
 
+    def check(self, *, temporal_patch_size: int) -> None:
+        self.run_config(temporal_patch_size)
+
     def select(self, features, grid_thw, *, temporal_patch_size: int):
         return compress(features, grid_thw, self.run_config(temporal_patch_size), temporal_patch_size=temporal_patch_size)
 

@@ -28,6 +28,9 @@ class Recent(WholeFrames):
             )
         return self.frames // temporal_patch_size
 
+    def check(self, *, temporal_patch_size):
+        self.steps(temporal_patch_size)
+
     def frame_kept(self, index, steps, *, temporal_patch_size):
         return index >= steps - self.steps(temporal_patch_size)
 

@@ -83,14 +83,18 @@ def parse(spec: str) -> tuple[str, dict]:
 def get(spec: str | Memory | None = None, **options) -> Memory:
     """A memory method from its name or spec string (``None``: FluxMem), ``options`` on top."""
     if isinstance(spec, Memory):
+        _check_options(spec.name, type(spec), options)
         return spec.replace(**options) if options else spec
     if spec is not None and not isinstance(spec, str):
         raise ConfigError(f"a memory method is a name such as 'evs' or 'recent:4', got {spec!r}.")
     name, parsed = parse(spec or DEFAULT)
     parsed.update(options)
-    cls = METHODS[name]
+    _check_options(name, METHODS[name], parsed)
+    return METHODS[name](**parsed)
+
+
+def _check_options(name: str, cls: type[Memory], options: dict) -> None:
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(parsed) - set(known))
+    unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(f"{name} has no option {', '.join(unknown)}; its options are {', '.join(known) or 'none'}.")
-    return cls(**parsed)

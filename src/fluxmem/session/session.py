@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from ..adapters import hf
-from ..adapters.streaming import Block, StreamOps, VideoLayout
+from ..adapters.streaming import Block, BlockLayout, StreamOps, VideoLayout
 from ..errors import ConfigError, InputError
 from ..inputs import chat_messages, render
-from ..memory import FluxMemConfig, FluxMemory
+from ..memories import FluxMem, Memory, MemoryStats
+from ..memories import get as get_memory
+from ..memory import FluxMemConfig
 
 
 def stream_ops_for(model, processor, **options) -> StreamOps:
@@ -95,8 +97,11 @@ class StreamSession:
     greedy decoding, returns the same tokens as ``model.generate(**session.offline_inputs(question),
     **session.offline_generate_options())`` on the frames pushed so far.
 
-    Memory options: ``config`` or the :class:`FluxMemConfig` fields as keywords (default: the
-    settings of the FluxMem switch on ``model`` if it has one, else the paper's defaults).
+    Memory options: ``memory`` names a causal memory method (``"recent:4"``, ``"uniform:4"``,
+    ``"none"``, FluxMem's ablations; default: the method of the switch on ``model`` if it has one,
+    else FluxMem); a method that needs the whole video (EVS, VidCom², random) is refused. ``config``
+    or the :class:`FluxMemConfig` fields as keywords set FluxMem's parameters (default: the
+    switch's settings, else the paper's defaults).
     ``max_memory_tokens`` caps the visual tokens held (the oldest long-term frames are dropped from
     the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
     ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
@@ -126,6 +131,7 @@ class StreamSession:
         instruction: str | None = None,
         instruction_max_new_tokens: int = 64,
         keep_frames: bool = False,
+        memory: str | Memory | None = None,
         **memory_options,
     ) -> None:
         from ..adapters import get_state
@@ -146,9 +152,22 @@ class StreamSession:
         state = get_state(model)
         base = config or (state.config if state is not None else FluxMemConfig())
         self.config = base.replace(**memory_options) if memory_options else base
+        if memory is None and state is not None and state.memory is not None:
+            memory = state.memory
+        method = FluxMem.from_config(self.config) if memory is None else get_memory(memory)
+        if isinstance(method, FluxMem) and (config is not None or memory_options):
+            method = method.replace(**self.config.to_dict())
+        elif memory_options and not isinstance(method, FluxMem):
+            raise ConfigError(f"{sorted(memory_options)} are FluxMem options; {method.spec} does not take them.")
+        self.method: Memory = method
+        if isinstance(method, FluxMem):
+            self.config = method.config
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
         hf.check_model(self.ops.model, "the streaming session")
-        self.config.grid_steps(self.ops.temporal_patch_size)  # impossible settings fail now
+        method.check(temporal_patch_size=self.ops.temporal_patch_size)  # impossible settings fail now
+        method.stream((1, 1), temporal_patch_size=self.ops.temporal_patch_size)  # whole-video methods refuse now
+        if proactive and not method.tiered:
+            raise ConfigError(f"proactive mode watches FluxMem's scene-change signal; {method.spec} has none (use memory='fluxmem').")
         self.model = self.ops.model
         self.processor = processor
         self.fps = float(fps)
@@ -181,7 +200,7 @@ class StreamSession:
         self._frames_seen = 0
         self._frames_sampled = 0
         self._step_times: list[float] = []
-        self._memory: FluxMemory | None = None
+        self._memory = None  # the method's streaming form (FluxMemory for FluxMem)
         self._layout: VideoLayout | None = None
         self._head: list[int] | None = None
         self._kept_counts: list[int] = []  # kept tokens per grid step (0 once evicted)
@@ -208,7 +227,8 @@ class StreamSession:
         return 0 if self._memory is None else self._memory.num_frames
 
     @property
-    def memory(self) -> FluxMemory | None:
+    def memory(self):
+        """The method's streaming form (a :class:`FluxMemory` for FluxMem), ``None`` before the first step."""
         return self._memory
 
     # ================================================================== push
@@ -305,7 +325,7 @@ class StreamSession:
         self._timings["encode"] += (memory_at - encoded_at) * 1000
         if self._memory is None:
             grid_hw = self.ops.merged_grid(grid_thw)
-            self._memory = FluxMemory(self.config, grid_hw, temporal_patch_size=self.ops.temporal_patch_size)
+            self._memory = self.method.stream(grid_hw, temporal_patch_size=self.ops.temporal_patch_size)
         update = self._memory.push(features)
         self._kept_counts.append(self._memory.cells)
         self._step_extras.append(extras)
@@ -414,8 +434,17 @@ class StreamSession:
         and deepstack features around them)."""
         cells, features = self._memory.kept(index)
         return self.ops.step_block(
-            self._layout, index, cells, features, record=self._memory.frames[index], extras=self._step_extras[index]
-        )
+            self._layout, index - self._restart_offset(), cells, features, record=self._memory.frames[index],
+            extras=self._step_extras[index],
+        )  # fmt: skip
+
+    def _restart_offset(self) -> int:
+        """Steps the kept video's numbering starts after: a method that feeds its kept steps as the
+        video (``recent:N``) numbers them from the first position, as the offline switch does for a
+        video in one block (not for Qwen3-VL's per-step blocks, whose timestamps stay)."""
+        if not self.method.restarts_video or isinstance(self._layout, BlockLayout) or self._memory is None:
+            return 0
+        return self._memory.num_final
 
     # ================================================================== ask
     def ask(self, question: str, *, max_new_tokens: int = 128, reuse_cache: bool | None = None, **generate_options) -> StreamAnswer:
@@ -491,8 +520,9 @@ class StreamSession:
         if parts.head != self._head:
             raise InputError("the chat template put text that depends on the question before the video; the session needs a fixed prompt head.")
         layout = self._layout
-        tail_start = layout.tail_start(steps)
-        next_position = max(layout.max_position(steps), tail_start + len(parts.tail) - 1) + 1
+        numbered = steps - self._restart_offset()
+        tail_start = layout.tail_start(numbered)
+        next_position = max(layout.max_position(numbered), tail_start + len(parts.tail) - 1) + 1
         if use_cache:
             if self._cache is None:
                 self._extend_cache()
@@ -546,29 +576,36 @@ class StreamSession:
 
     def offline_generate_options(self) -> dict:
         """``generate`` options that make the offline switch use this session's memory settings."""
-        return {"use_fluxmem": True, **self.config.to_dict()}
+        if type(self.method) is FluxMem:
+            return {"use_fluxmem": True, **self.config.to_dict()}
+        return {"use_fluxmem": True, "memory": self.method.spec}
 
     # ================================================================== stats
-    def _memory_summary(self) -> dict:
+    def memory_stats(self) -> MemoryStats:
+        """The visual tokens held now (frames dropped by the cap not counted), per tier for FluxMem."""
         steps = self.num_steps
         cells = self._memory.cells if self._memory is not None else 0
         final = self._memory.num_final if self._memory is not None else 0
-        ranges = {"long": (self._evicted, final), "mid": (final, self._entered_mid), "short": (self._entered_mid, steps)}
-        tiers = {}
-        for tier in _TIERS:
-            lo, hi = ranges[tier]
-            frames = max(0, hi - lo)
-            tiers[tier] = {"frames": frames, "tokens": frames * cells, "kept": sum(self._kept_counts[lo:hi]) if frames else 0}
-        tokens = sum(t["tokens"] for t in tiers.values())
-        kept = sum(t["kept"] for t in tiers.values())
-        return {
-            "steps": steps,
-            "tokens": tokens,
-            "kept": kept,
-            "retained_fraction": kept / tokens if tokens else 1.0,
-            "tiers": tiers,
-            "evicted_frames": self._evicted,
-        }
+        tiers = None
+        if self.method.tiered:
+            ranges = {"long": (self._evicted, final), "mid": (final, self._entered_mid), "short": (self._entered_mid, steps)}
+            tiers = {}
+            for tier in _TIERS:
+                lo, hi = ranges[tier]
+                frames = max(0, hi - lo)
+                tiers[tier] = {"frames": frames, "tokens": frames * cells, "kept": sum(self._kept_counts[lo:hi]) if frames else 0}
+        return MemoryStats(
+            tokens=(steps - self._evicted) * cells,
+            kept=sum(self._kept_counts[self._evicted :]),
+            videos=1 if steps else 0,
+            method=self.method.spec,
+            tiers=tiers,
+            memory_ms=self._timings["memory"],
+            extra={"steps": steps, "evicted_frames": self._evicted},
+        )
+
+    def _memory_summary(self) -> dict:
+        return self.memory_stats().to_dict()
 
     def resident_bytes(self) -> dict:
         """Bytes of the token-sized tensors the session holds: the memory's features, the key/value
