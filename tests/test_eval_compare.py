@@ -192,3 +192,24 @@ def test_comparison_errors(bench, tiny_model_dir, compared, tmp_path, capsys):
     assert "comparison" in capsys.readouterr().err
     assert main(["compare", str(out / "evs")]) == 2
     assert "not a comparison" in capsys.readouterr().err
+
+
+def test_visualize_draws_every_method_on_the_same_frames(tiny_model_dir, square_clip, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "pictures"
+    methods = ("fluxmem", "recent:2", "evs", "random")
+    assert main(["visualize", str(square_clip), "--out", str(out), "--model", str(tiny_model_dir), "--device", "cpu",
+                 "--fps", "2", "--max-pixels", "12544", "--short-frames", "2", "--medium-frames", "4",
+                 "--memory", ",".join(methods), "--budget", "match:fluxmem", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    numbers = json.loads((out / "methods.json").read_text())["methods"]
+    assert [n["method"].split(":")[0] for n in numbers] == [m.split(":")[0] for m in methods]
+    flux = numbers[0]
+    assert all(n["target"] == flux["kept"] for n in numbers)
+    assert numbers[2]["kept"] == numbers[3]["kept"] == flux["kept"]  # evs and random hit the budget exactly
+    assert all(sum(n["kept_per_step"]) == n["kept"] for n in numbers)
+    assert all(len(n["kept_per_step"]) == len(flux["kept_per_step"]) for n in numbers)  # the same steps
+    sheet = Image.open(out / "methods.png")
+    assert sheet.width >= 4 * 220  # one column per method
+    assert printed.count("[memory] ") == len(methods)

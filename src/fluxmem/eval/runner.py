@@ -167,12 +167,7 @@ class RunSettings:
     @property
     def memory_budget(self) -> Budget | None:
         """The token budget, ``match:`` a FluxMem method resolved with this run's FluxMem options."""
-        if self.budget is None:
-            return None
-        budget = Budget.parse(self.budget)
-        if budget.kind == "match":
-            return Budget("match", with_fluxmem_options(str(budget.value), self.memory).spec)
-        return budget
+        return None if self.budget is None else budget_with_fluxmem_options(self.budget, self.memory)
 
     def for_method(self, method: str, out: str | os.PathLike) -> RunSettings:
         """The same run with another memory method, written to ``out``."""
@@ -214,6 +209,14 @@ def with_fluxmem_options(spec: str, config: FluxMemConfig) -> Memory:
         if name == "fluxmem-fixed" and options.get("pair_sim_threshold") is None:
             options.pop("pair_sim_threshold")
     return get_method(name, **options)
+
+
+def budget_with_fluxmem_options(budget, config: FluxMemConfig) -> Budget:
+    """``budget`` parsed; ``match:`` a FluxMem method matches it with the options of ``config``."""
+    budget = Budget.parse(budget)
+    if budget.kind == "match":
+        return Budget("match", with_fluxmem_options(str(budget.value), config).spec)
+    return budget
 
 
 def load_items(settings: RunSettings, issues: DataIssues) -> list[EvalItem]:
