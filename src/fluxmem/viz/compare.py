@@ -26,10 +26,14 @@ def plot_comparison(points: Sequence[dict[str, Any]], path=None, *, title: str =
         ax.errorbar(point["tokens"], point["score"], yerr=[[point["score"] - low], [high - point["score"]]],
                     fmt=MARKERS[k % len(MARKERS)], color="black", markerfacecolor="white" if k % 2 else "black",
                     markersize=7, capsize=4, linewidth=1, label=point["method"])
-        ax.annotate(point["method"], (point["tokens"], point["score"]), textcoords="offset points", xytext=(7, 5),
-                    fontsize=9)
+    groups: dict[tuple[float, float], list[str]] = {}  # methods on the same spot share one label
+    for point in drawn:
+        groups.setdefault((round(point["tokens"], 3), round(point["score"], 3)), []).append(point["method"])
+    for (x, y), names in groups.items():
+        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(8, 4), fontsize=8, va="bottom")
     ax.set_xlabel("visual tokens kept per query (mean)")
     ax.set_ylabel("score (%)")
+    ax.set_ylim(-3, 103)
     ax.set_title(title, fontsize=10)
     ax.grid(True, linewidth=0.4, color="0.8")
     if drawn:
