@@ -28,17 +28,23 @@ def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, mediu
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, several: bool) -> None:
-    """``--memory`` (one method, or with ``several`` a comma-separated list to compare) and ``--budget``."""
-    group = parser.add_argument_group("memory method (fluxmem memories lists them)")
-    group.add_argument(
-        "--memory", default=None, metavar="SPEC" + ("[,SPEC...]" if several else ""),
-        help="memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem)"
-        + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else ""),
-    )
-    group.add_argument(
-        "--budget", default=None, metavar="BUDGET",
-        help="visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)",
-    )
+    """``--memory`` (one method, or with ``several`` a comma-separated list to compare) and
+    ``--budget``; where the parser has them already, only their help says that several compare."""
+    known = parser._option_string_actions  # argparse keeps no public view of the options
+    group = None
+    for flag, metavar, text in (
+        ("--memory", "SPEC" + ("[,SPEC...]" if several else ""),
+         "memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem; "
+         "fluxmem memories lists them)"
+         + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else "")),
+        ("--budget", "BUDGET", "visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)"),
+    ):
+        if flag in known:
+            known[flag].help, known[flag].metavar = text, metavar
+            continue
+        if group is None:
+            group = parser.add_argument_group("memory method")
+        group.add_argument(flag, default=None, metavar=metavar, help=text)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, max_pixels: int | None = None) -> None:
