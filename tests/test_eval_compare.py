@@ -192,6 +192,8 @@ def test_comparison_errors(bench, tiny_model_dir, compared, tmp_path, capsys):
     assert "comparison" in capsys.readouterr().err
     assert main(["compare", str(out / "evs")]) == 2
     assert "not a comparison" in capsys.readouterr().err
+    assert main(["score", str(out)]) == 2
+    assert "fluxmem compare" in capsys.readouterr().err
 
 
 def test_visualize_draws_every_method_on_the_same_frames(tiny_model_dir, square_clip, tmp_path, capsys):

@@ -937,6 +937,11 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
     and ``run.json`` when present); writes ``scores.json`` and ``scores.md``."""
     out = Path(out)
     if not answer_files(out):
+        try:
+            refuse_comparison_dir(out)
+        except ConfigError:
+            raise InputError(f"{out} holds a comparison of memory methods: fluxmem compare {out} shows it, "
+                             f"fluxmem score {out}/METHOD scores one method.") from None
         raise InputError(f"{out} holds no {ANSWERS}; pass the --out directory of a fluxmem eval run.")
     run = {}
     if (out / RUN_FILE).exists():
