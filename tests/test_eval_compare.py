@@ -13,7 +13,13 @@ from contextlib import redirect_stdout
 import pytest
 
 from fluxmem.cli import main
-from fluxmem.eval.runner import VOLATILE_FIELDS, gather_records, method_dir_name, run_comparison, split_methods
+from fluxmem.eval.runner import (
+    VOLATILE_FIELDS,
+    gather_records,
+    method_dir_name,
+    run_comparison,
+    split_methods,
+)
 from fluxmem.eval.synthetic import write_streamingbench_fixture
 
 METHODS = ("fluxmem", "recent:4", "evs", "random")

@@ -153,7 +153,7 @@ class RunSettings:
             raise ConfigError("--no-fluxmem runs the unmodified model; drop --memory/--budget, or keep every token "
                               "through the memory path with --memory none.")
         if self.method is not None:
-            self.memory_method  # an unknown method or option fails now, in one line
+            self.memory_method  # noqa: B018 - an unknown method or option fails now, in one line
         if self.budget is not None:
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
 
@@ -791,10 +791,7 @@ def _prepare_comparison_dir(out: Path, settings: RunSettings, methods: list[str]
     }
     path = out / RUN_FILE
     if path.exists():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"{path} is unreadable ({error}); use a new --out directory.") from None
+        previous = _read_run_file(path)
         if previous.get("kind") != COMPARISON_KIND:
             raise ConfigError(f"{out} holds a run of one memory method; pass a new --out directory for a comparison.")
         diffs = [f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in ("benchmark", "memory", "budget", "model")
@@ -842,6 +839,13 @@ def _fingerprint(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is unreadable ({error}); use a new --out directory.") from None
+
+
 def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem],
                      loader_issues: DataIssues, dist: DistEnv) -> None:
     """Write ``run.json`` and ``items.jsonl``; refuse a directory holding a different run."""
@@ -849,10 +853,7 @@ def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem]
     settings_record["items_digest"] = items_digest(items)
     run_path = out / RUN_FILE
     if run_path.exists():
-        try:
-            previous = json.loads(run_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"{run_path} is unreadable ({error}); use a new --out directory.") from None
+        previous = _read_run_file(run_path)
         old, new = _fingerprint(previous.get("settings", {})), _fingerprint(settings_record)
         if old != new:
             diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in _FINGERPRINT_KEYS if old[k] != new[k])

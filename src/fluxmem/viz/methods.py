@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..memories import MemoryResult
 from ..memories import get as get_method
 from .overlay import _swatch_step, draw_step, font
-from .records import MemoryTrace, trace_from_records
+from .records import MemoryTrace, encode_for_pictures, trace_from_records
 
 MAX_ROWS = 12
 
@@ -34,20 +34,7 @@ class MethodTrace:
 def trace_methods(model, processor, video, methods, *, budget=None, sampling=None, display: str = "blend",
                   progress: bool = False) -> list[MethodTrace]:
     """Encode ``video`` once and run every method of ``methods`` (specs or :class:`Memory`) on it."""
-    from ..adapters import registry
-    from ..inference import SamplingOptions, build_inputs, build_messages, encode_videos
-    from ..video import fetch_video
-
-    sampling = sampling or SamplingOptions()
-    adapter = registry.adapter_for(model)
-    clip = fetch_video(sampling.video_item(video))
-    inputs = build_inputs(processor, build_messages(video, "Describe the video.", sampling))
-    encoded = encode_videos(model, inputs, progress=progress)
-    if encoded is None:
-        raise InputError("the processor produced no video input; pass a video file or a list of frames.")
-    features = encoded["video"].pooler_output[0]
-    grid = adapter.merged_grid(inputs["video_grid_thw"][0].tolist())
-    frames = clip.frames.permute(0, 2, 3, 1).numpy()
+    adapter, clip, features, grid, frames = encode_for_pictures(model, processor, video, sampling, progress=progress)
     source = str(video) if isinstance(video, (str, os.PathLike)) else None
     traces = []
     for spec in methods:
