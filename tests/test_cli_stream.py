@@ -133,3 +133,24 @@ def test_bad_input_is_one_line_and_exit_code_2(workspace, case, capsys):
     assert error.startswith("fluxmem stream: error:") and "\n" not in error
     if case in ("empty question", "bad json"):
         assert f"{questions}:2" in error
+
+
+def test_another_memory_method_streams_as_its_session_and_a_budget_is_refused(workspace, capsys):
+    root, model, processor, video = workspace
+    questions = write_questions(root / "q-recent.jsonl", [{"time": 99, "question": "What is moving?"}])
+    out = root / "answers-recent.jsonl"
+    code = main(["stream", str(video), "--model", str(root / "model"), "--questions", str(questions), "--out", str(out),
+                 "--memory", "recent:4", "--max-new-tokens", "5", "--fps", "2", "--no-progress"])
+    assert code == 0
+    (line,) = read_lines(out)
+    session = StreamSession(model, processor, fps=2.0, memory="recent:4")
+    with open_source(str(video)) as source:
+        for frame, timestamp in source:
+            session.push(frame, timestamp)
+    assert line["answer"] == session.ask("What is moving?", max_new_tokens=5).text
+    assert (line["memory"]["method"], line["memory"]["kept"], line["memory"]["tiers"]) == ("recent:4", 2 * 16, None)
+    capsys.readouterr()
+    for extra, words in [(["--budget", "0.5"], "a live stream never has"), (["--memory", "evs"], "cannot run in a streaming session")]:
+        assert main(["stream", str(video), "--model", str(root / "model"), "--questions", str(questions), *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("fluxmem stream: error:") and words in error and "\n" not in error

@@ -32,11 +32,11 @@ def bench(tmp_path_factory):
     return write_streamingbench_fixture(tmp_path_factory.mktemp("bench") / "sb")
 
 
-def _args(model_dir, fx, out, *extra):
+def _args(model_dir, fx, out, *extra, fluxmem_flags=True):
+    flags = ["--short-frames", "2", "--medium-frames", "4"] if fluxmem_flags else []
     return ["eval", "streamingbench", "--annotations", str(fx["annotations"]), "--videos", str(fx["videos"]),
             "--out", str(out), "--model", str(model_dir), "--device", "cpu", "--fps", "0.5", "--max-frames", "8",
-            "--max-pixels", "12544", "--short-frames", "2", "--medium-frames", "4", "--max-new-tokens", "3",
-            "--no-progress", "--tasks", *TASKS, *extra]
+            "--max-pixels", "12544", *flags, "--max-new-tokens", "3", "--no-progress", "--tasks", *TASKS, *extra]
 
 
 def _records(folder):
@@ -174,7 +174,7 @@ def test_fraction_and_count_budgets(bench, tiny_model_dir, tmp_path):
     for budget in ("0.35", "20"):
         out = tmp_path / budget
         assert main(_args(tiny_model_dir, bench, out, "--limit", "2", "--memory", "evs,random",
-                          "--budget", budget, "--seed", "1")) == 0
+                          "--budget", budget, "--seed", "1", fluxmem_flags=False)) == 0
         for method in ("evs", "random"):
             for record in gather_records(out / method):
                 if record.get("skipped"):
@@ -189,13 +189,15 @@ def test_comparison_errors(bench, tiny_model_dir, compared, tmp_path, capsys):
     assert main(_args(tiny_model_dir, bench, tmp_path / "x", "--memory", "fluxmem,nosuch")) == 2
     err = capsys.readouterr().err
     assert "unknown memory method 'nosuch'" in err and len(err.strip().splitlines()) == 1
-    assert main(_args(tiny_model_dir, bench, tmp_path / "x", "--memory", "evs,evs")) == 2
+    assert main(_args(tiny_model_dir, bench, tmp_path / "x", "--memory", "evs,evs", fluxmem_flags=False)) == 2
     assert "twice" in capsys.readouterr().err
     out = compared["out"]
     assert main(_args(tiny_model_dir, bench, out, "--memory", "fluxmem,evs", "--budget", "match:fluxmem")) == 2
     assert "other settings" in capsys.readouterr().err
-    assert main(_args(tiny_model_dir, bench, out, "--memory", "evs")) == 2  # one run into a comparison's folder
-    assert "comparison" in capsys.readouterr().err
+    assert main(_args(tiny_model_dir, bench, out, "--memory", "evs", "--budget", "match:fluxmem")) == 2
+    assert "comparison" in capsys.readouterr().err  # one run into a comparison's folder
+    assert main(_args(tiny_model_dir, bench, tmp_path / "x", "--memory", "evs,random")) == 2
+    assert "--short-frames, --medium-frames set FluxMem's memory" in capsys.readouterr().err
     assert main(["compare", str(out / "evs")]) == 2
     assert "not a comparison" in capsys.readouterr().err
     assert main(["score", str(out)]) == 2

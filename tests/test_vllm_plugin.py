@@ -338,6 +338,27 @@ def test_serve_command_line(capsys):
     assert "not --hf-overrides" in capsys.readouterr().err
     assert main(["serve", "/models/qwen", "--dry-run", "--short-frames", "-1"]) == 2
     assert "short_frames must be >= 0" in capsys.readouterr().err
+    # another memory method and a budget travel in the same override
+    assert main(["serve", "/models/qwen", "--memory", "evs", "--budget", "match:fluxmem", "--dry-run"]) == 0
+    overrides = json.loads(capsys.readouterr().out.strip().split("--hf-overrides ")[1].strip("'"))
+    assert overrides == {"fluxmem": {"memory": "evs:0.5", "budget": "match:fluxmem", "device": "cpu"}}
+    assert main(["serve", "/models/qwen", "--memory", "evs", "--short-frames", "4", "--dry-run"]) == 2
+    assert "--memory evs does not take them" in capsys.readouterr().err
+    assert main(["serve", "/models/qwen", "--memory", "vidcom3", "--dry-run"]) == 2
+    assert "unknown memory method 'vidcom3'" in capsys.readouterr().err
+
+
+def test_serving_settings_carry_the_method_and_the_budget():
+    from fluxmem.serving.settings import ServingSettings
+
+    settings = ServingSettings.from_dict({"memory": "fluxmem-no-sdc", "short_frames": 4, "budget": 0.5})
+    assert (settings.method.spec, settings.budget, settings.memory.short_frames) == ("fluxmem-no-sdc:short_frames=4", "0.5", 4)
+    assert ServingSettings.from_dict({"memory": "evs"}).to_dict() == {"memory": "evs:0.5", "device": "cpu"}
+    assert ServingSettings.from_dict(settings.to_dict()) == settings
+    for bad, words in [({"memory": "evs", "short_frames": 4}, "does not take them"), ({"memory": "nope"}, "unknown memory"),
+                       ({"budget": "0"}, ">= 1")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            ServingSettings.from_dict(bad)
 
 
 def test_memory_route_answers_the_recent_statistics():

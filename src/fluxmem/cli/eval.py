@@ -141,6 +141,8 @@ def settings_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     methods = methods_from_args(args)
+    if methods is not None:
+        options.check_fluxmem_flags_used(args, methods)
     if methods is not None and len(methods) > 1:
         for method in methods:
             settings.for_method(method, settings.out)  # every method and its options checked before any work

@@ -102,6 +102,7 @@ def _check_out(path: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..memories import MemoryStats
     from ..session import StreamSession
     from ..video import open_source
 
@@ -118,6 +119,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fps must be > 0 (frames per second to sample), got {args.fps}.")
     options.check_max_new_tokens(args.max_new_tokens)
     memory = options.memory_config(args)
+    method, budget = options.memory_method(args)
+    if budget is not None:
+        raise ConfigError("--budget is solved over a whole video, which a live stream never has; cap the tokens held with "
+                          "--max-memory-tokens, or pick a method's own setting (e.g. --memory recent:4).")  # fmt: skip
+    if method is not None and not method.causal:
+        method.stream((1, 1))  # a method that needs the whole video refuses now, before the model loads
+    if method is not None and args.no_fluxmem:
+        raise ConfigError(f"--no-fluxmem keeps every token; drop it to run --memory {method.spec} (or use --memory none).")
     options.check_model_options(args)
     _check_out(args.out)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 gamma=args.gamma,
                 instruction=args.instruction,
                 instruction_max_new_tokens=args.max_new_tokens,
+                memory=method,
             )
             progress = args.out is not None and not args.no_progress
             counts = _stream(source, session, questions, args.max_new_tokens, out_file or sys.stdout, progress=progress)
@@ -153,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         memory_stats = stats["memory"]
         print(
             f"[stream] {counts['frames']} frames ({stats['grid_steps']} grid steps) up to {counts['until']:.1f} s, "
-            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | visual tokens {memory_stats['tokens']} -> "
-            f"{memory_stats['kept']} ({100 * memory_stats['retained_fraction']:.1f}% kept)",
+            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | "
+            + MemoryStats.from_dict(memory_stats).line().removeprefix("[memory] "),
             file=sys.stderr,
         )
     return 0

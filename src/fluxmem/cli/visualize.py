@@ -109,10 +109,13 @@ def _methods(args: argparse.Namespace, config, sampling) -> int:
     from ..video import probe_video
     from ..viz.methods import methods_sheet, methods_summary, trace_methods
 
-    methods = [with_fluxmem_options(spec, config) for spec in split_methods(args.memory or "fluxmem")]
+    specs = split_methods(args.memory or "fluxmem")
+    options.check_fluxmem_flags_used(args, specs)
+    methods = [with_fluxmem_options(spec, config) for spec in specs]
     budget = None if args.budget is None else budget_with_fluxmem_options(args.budget, config)
     probe_video(args.video)
-    model, processor = options.load(args)
+    # the model plain: every method runs on the encoded features here, none through the model
+    model, processor = options.load(argparse.Namespace(**{**vars(args), "memory": None, "budget": None}))
     traces = trace_methods(model, processor, args.video, methods, budget=budget, sampling=sampling,
                            display=args.display, progress=not args.no_progress)
     out = Path(args.out)
