@@ -223,3 +223,36 @@ def test_visualize_draws_every_method_on_the_same_frames(tiny_model_dir, square_
     sheet = Image.open(out / "methods.png")
     assert sheet.width >= 4 * 220  # one column per method
     assert printed.count("[memory] ") == len(methods)
+
+
+@pytest.mark.parametrize("benchmark", ["streamingbench", "ovobench"])
+def test_bootstrap_from_counts_equals_rescoring_every_resample(benchmark, bench, tmp_path):
+    """The fast bootstrap (each question scored once, resamples aggregated from per-task counts)
+    gives exactly the scores of scoring every resample whole, on known replies."""
+    import numpy as np
+
+    from fluxmem.eval import compare
+    from fluxmem.eval.benchmark import get_benchmark
+    from fluxmem.eval.common import DataIssues
+    from fluxmem.eval.runner import RunSettings, load_items
+    from fluxmem.eval.synthetic import write_ovobench_fixture
+
+    fx = bench if benchmark == "streamingbench" else write_ovobench_fixture(tmp_path / "ovo")
+    settings = RunSettings(benchmark=benchmark, annotations=str(fx["annotations"]), videos=str(fx["videos"]),
+                           out=str(tmp_path / "run"), model="scripted")
+    items = load_items(settings, DataIssues(log_limit=0))
+    rng = np.random.default_rng(3)
+    replies = ["A", "B", "1", "2", "Yes", "No", ""]
+    answers = {it.uid: {"uid": it.uid, "response": replies[int(rng.integers(len(replies)))]}
+               for it in items[1:]}  # the first question has no reply: counted as missing
+    draws = rng.integers(0, len(items), size=(40, len(items)))
+    target = get_benchmark(benchmark)
+    fast = compare._bootstrap(target, items, answers, settings.protocol, draws)
+    slow: dict = {}
+    for draw in draws:
+        scores = compare._score_resample(target, items, answers, settings.protocol, draw)
+        if scores.get("overall") is not None:
+            slow.setdefault(None, []).append(float(scores["overall"]))
+        for task, value in scores["tasks"].items():
+            slow.setdefault(task, []).append(float(value))
+    assert fast == slow and len(fast[None]) == 40 and len(fast) > 3

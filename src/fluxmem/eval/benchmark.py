@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError
-from .common import DataIssues, EvalItem, ScoreTable
+from .common import DataIssues, EvalItem, ScoreTable, Tally
 from .protocol import (
     FramePlan,
     Protocol,
@@ -118,6 +118,12 @@ class Benchmark:
               protocol: Protocol | None = None) -> dict[str, Any]:
         """The score dict of a run (override)."""
         raise NotImplementedError
+
+    def aggregate(self, tally: Tally, task_categories: Mapping[str, str]) -> dict[str, Any] | None:
+        """The official column (``{"tasks", "overall", ...}``) from per-task counts alone, as
+        :meth:`score` aggregates them, where the benchmark's score is such a function (``None``:
+        it is not). Lets a bootstrap rescore thousands of resamples without reading replies again."""
+        return None
 
     def table(self, scores: Mapping[str, Any]) -> ScoreTable:
         """The Markdown/JSON table of ``scores`` (override)."""

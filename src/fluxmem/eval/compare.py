@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import InputError
 from .benchmark import get_benchmark
-from .common import DataIssues, EvalItem
+from .common import DataIssues, EvalItem, Tally
 from .protocol import protocol_from_record
 
 COMPARE_MD = "compare.md"
@@ -212,24 +212,57 @@ def _row(method: str, task: str | None, score, records: Sequence[Mapping[str, An
 
 
 def _bootstrap(bench, items: Sequence[EvalItem], answers: Mapping[str, Any], protocol, draws) -> dict[str | None, list[float]]:
-    """Scores (per task, and overall under ``None``) of every resample of ``items``; a question drawn
-    twice counts twice (each copy gets its own uid)."""
+    """Scores (per task, and overall under ``None``) of every resample of ``items``: the drawn
+    questions' per-task counts aggregated as the benchmark does (:meth:`Benchmark.aggregate`,
+    each question scored once), or, for a benchmark without it, each resample scored whole."""
+    import numpy as np
+
     out: dict[str | None, list[float]] = {}
-    for draw in draws:
-        picked, amap = [], {}
-        for copy, index in enumerate(draw.tolist()):
-            item = items[index]
-            uid = f"{item.uid}#{copy}"
-            picked.append(replace(item, uid=uid))
-            if item.uid in answers:
-                amap[uid] = {**answers[item.uid], "uid": uid}
-        scores = bench.score(picked, amap, DataIssues(log_limit=0), protocol)
+
+    def collect(scores):
         if scores.get("overall") is not None:
             out.setdefault(None, []).append(float(scores["overall"]))
         for task, value in (scores.get("tasks") or {}).items():
             if value is not None:
                 out.setdefault(task, []).append(float(value))
+
+    probe = bench.aggregate(Tally(), {})
+    if probe is None:
+        for draw in draws:
+            collect(_score_resample(bench, items, answers, protocol, draw))
+        return out
+    tasks = sorted({it.task for it in items})
+    counted, correct = np.zeros((len(items), len(tasks))), np.zeros((len(items), len(tasks)))
+    categories: dict[str, str] = {}
+    for row, item in enumerate(items):
+        alone = {item.uid: answers[item.uid]} if item.uid in answers else {}
+        scores = bench.score([item], alone, DataIssues(log_limit=0), protocol)
+        categories.update(scores.get("task_categories") or {})
+        for task, n in ((scores.get("counted") or {}).get("tasks") or {}).items():
+            counted[row, tasks.index(task)] = n
+            correct[row, tasks.index(task)] = n * scores["tasks"][task] / 100.0
+    for draw in draws:
+        times = np.bincount(draw, minlength=len(items)).astype(float)
+        tally = Tally()
+        for column, task in enumerate(tasks):
+            n = int(round(times @ counted[:, column]))
+            if n:
+                tally.counted[task] = n
+                tally.correct[task] = int(round(times @ correct[:, column]))
+        collect(bench.aggregate(tally, categories))
     return out
+
+
+def _score_resample(bench, items, answers, protocol, draw) -> dict[str, Any]:
+    """One resample scored whole: a question drawn twice counts twice (each copy its own uid)."""
+    picked, amap = [], {}
+    for copy, index in enumerate(draw.tolist()):
+        item = items[index]
+        uid = f"{item.uid}#{copy}"
+        picked.append(replace(item, uid=uid))
+        if item.uid in answers:
+            amap[uid] = {**answers[item.uid], "uid": uid}
+    return bench.score(picked, amap, DataIssues(log_limit=0), protocol)
 
 
 def _interval(values: Sequence[float]) -> tuple[float | None, float | None]:
