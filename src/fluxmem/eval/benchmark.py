@@ -148,7 +148,7 @@ def register(cls: type[Benchmark]) -> type[Benchmark]:
 
 #: Modules of ``fluxmem.eval`` that are not benchmarks; every other module of the package is
 #: imported once, so that a benchmark module registers itself just by being there.
-_NOT_BENCHMARKS = {"benchmark", "common", "dryrun", "protocol", "runner", "synthetic", "lmms"}
+_NOT_BENCHMARKS = {"benchmark", "common", "compare", "dryrun", "protocol", "runner", "synthetic", "lmms"}
 _loaded = False
 
 
