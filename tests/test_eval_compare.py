@@ -256,3 +256,18 @@ def test_bootstrap_from_counts_equals_rescoring_every_resample(benchmark, bench,
         for task, value in scores["tasks"].items():
             slow.setdefault(task, []).append(float(value))
     assert fast == slow and len(fast[None]) == 40 and len(fast) > 3
+
+
+def test_runs_recorded_before_memory_methods_still_resume(bench, tmp_path):
+    from fluxmem.eval.runner import RunSettings, _fingerprint
+    from fluxmem.memory import FluxMemConfig
+
+    for use_fluxmem in (True, False):
+        settings = RunSettings(benchmark="streamingbench", annotations=str(bench["annotations"]),
+                               videos=str(bench["videos"]), out=str(tmp_path / "run"), model="m",
+                               use_fluxmem=use_fluxmem, memory=FluxMemConfig(short_frames=2, medium_frames=4))
+        new = settings.record()
+        assert new["method"] == ("fluxmem:short_frames=2,medium_frames=4" if use_fluxmem else None)
+        old = {k: v for k, v in new.items() if k not in ("method", "budget")}  # a run.json of 0.2
+        assert _fingerprint(old) == _fingerprint(new)
+        assert _fingerprint(old) != _fingerprint({**new, "method": "evs"})
