@@ -402,12 +402,13 @@ class ModelAnswerer:
     processor's ``second_per_grid_ts`` is ``2 / frames.sample_fps`` (the published protocol's
     reported spacing, or the true one), then answers with the protocol's generation settings and
     the run's memory method and budget (:func:`fluxmem.inference.generate_answer`). Answerers
-    that share ``clips`` decode and encode each clip once."""
+    that share ``clips`` decode and encode each clip once. ``budget_is_kept``: the budget is
+    what the method keeps (it matches itself), recorded without running the method twice."""
 
     def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True, memory=None, budget=None,
-                 clips: PreparedClips | None = None) -> None:
+                 clips: PreparedClips | None = None, budget_is_kept: bool = False) -> None:
         self.model, self.processor, self.protocol, self.use_fluxmem = model, processor, protocol, use_fluxmem
-        self.memory, self.budget = memory, budget
+        self.memory, self.budget, self.budget_is_kept = memory, budget, budget_is_kept
         self.clips = clips if clips is not None else PreparedClips()
 
     def __call__(self, video: Path, start: float, end: float, prompt: str, *, frames: FramePlan,
@@ -427,7 +428,7 @@ class ModelAnswerer:
                                  use_fluxmem=self.use_fluxmem, memory=self.memory, budget=self.budget,
                                  **self.protocol.generation())
         memory = result.memory if self.use_fluxmem else {}
-        target = memory.get("target")
+        target = memory.get("kept") if self.budget_is_kept else memory.get("target")
         return Reply(
             text=result.text,
             frames=len(frames.indices),
@@ -674,10 +675,14 @@ def run_lanes(
 
 def _model_answerer(model, processor, settings: RunSettings, clips: PreparedClips) -> ModelAnswerer:
     """The run's answerer: with no method or budget named, the model's own memory (as loaded);
-    otherwise the named method at the budget, per call."""
+    otherwise the named method at the budget, per call. A method asked to match itself
+    (``fluxmem`` at ``match:fluxmem``) runs once: its budget is what it keeps."""
     named = settings.method is not None or settings.budget is not None
+    method, budget = settings.memory_method, settings.memory_budget
+    matches_itself = budget is not None and budget.kind == "match" and get_method(str(budget.value)) == method
     return ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem,
-                         memory=settings.memory_method if named else None, budget=settings.memory_budget, clips=clips)
+                         memory=method if named else None, budget=None if matches_itself else budget, clips=clips,
+                         budget_is_kept=matches_itself)
 
 
 def refuse_comparison_dir(out: Path) -> None:
