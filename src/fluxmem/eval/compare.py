@@ -179,7 +179,8 @@ def comparison_of_run(out: str | os.PathLike, *, resamples: int = 1000, seed: in
         f"{len(items)} questions ({resamples} resamples, seed {seed}, the same resamples for every method)")
     comparison.notes.append(
         "tokens kept: visual tokens the language model saw per answered query (mean, share of the video's tokens); "
-        "memory ms: the memory's time per query, solving the budget included (match:M runs M first); s / query: "
+        "memory ms: the memory's time per query, solving the budget included (match:M runs M first, except for M "
+        "itself); s / query: "
         "decoding, encoding, memory and generation (each clip is decoded and encoded once for all methods, "
         "counted in every method's time)")
     return comparison
