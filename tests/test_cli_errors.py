@@ -43,7 +43,8 @@ def test_import_fluxmem_loads_no_trainer_peft_gradio_or_lmms_eval():
     assert eval(run.stdout.strip()) == ["torch"]  # noqa: S307 - our own list literal
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ask", "--help"], ["train", "--help"], ["stream", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ask", "--help"], ["train", "--help"], ["stream", "--help"],
+                                  ["compare", "--help"], ["eval", "streamingbench", "--help"], ["visualize", "--help"]])
 def test_help_imports_neither_torch_nor_transformers(argv):
     run = _python(
         "import sys\nfrom fluxmem.cli import main\n"

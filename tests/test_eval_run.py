@@ -461,11 +461,16 @@ def test_model_answerer_hands_the_plan_and_generation_to_inference(monkeypatch, 
 
     seen = {}
 
-    def fake_answer(model, processor, video, question, *, sampling, max_new_tokens, use_fluxmem, **generate):
-        seen.update(video=video, sampling=sampling, max_new_tokens=max_new_tokens, generate=generate)
+    def fake_prepare(model, processor, video, question, *, sampling):
+        seen.update(video=video, sampling=sampling)
+        return "prepared"
+
+    def fake_generate(model, processor, prepared, *, max_new_tokens, use_fluxmem, memory, budget, **generate):
+        seen.update(prepared=prepared, max_new_tokens=max_new_tokens, memory=memory, budget=budget, generate=generate)
         return inference.Answer(text="B", token_ids=[1], prompt_tokens=7)
 
-    monkeypatch.setattr(inference, "answer", fake_answer)
+    monkeypatch.setattr(inference, "prepare_question", fake_prepare)
+    monkeypatch.setattr(inference, "generate_answer", fake_generate)
     protocol = resolve_protocol("published", "streamingbench")
     plan = published_frames(180, 1.0, 0.0, 9, min_frames=2)  # 10 native frames in [0, 9] s: all 10
     answerer = ModelAnswerer(object(), object(), protocol, use_fluxmem=False)
@@ -474,5 +479,6 @@ def test_model_answerer_hands_the_plan_and_generation_to_inference(monkeypatch, 
     assert reply.text == "B" and reply.frames == len(plan.indices) == 10
     assert seen["video"].shape[0] == 10 and seen["video"].shape[-1] == 3  # [T, H, W, 3] decoded frames
     assert seen["sampling"].fps == plan.sample_fps and seen["sampling"].min_pixels == 12544
-    assert seen["max_new_tokens"] == 128
+    assert seen["max_new_tokens"] == 128 and seen["prepared"] == "prepared"
+    assert seen["memory"] is None and seen["budget"] is None  # the model's own memory
     assert seen["generate"] == {"do_sample": False, "repetition_penalty": 1.05, "positions": "original"}

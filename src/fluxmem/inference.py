@@ -127,6 +127,93 @@ def encode_videos(model, inputs, *, progress: bool = False, chunk_steps: int = 8
     return {"video": video}
 
 
+@dataclass
+class PreparedQuestion:
+    """A question about a video, decoded and encoded once: the processor's inputs, the vision
+    tower's outputs (``mm_encoder_outputs``), and what decoding and encoding cost. Every memory
+    method answers from the same one (:func:`generate_answer`): methods differ only after the
+    vision tower."""
+
+    inputs: dict
+    encoded: dict | None
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.inputs["input_ids"].shape[1])
+
+
+def prepare_question(
+    model,
+    processor,
+    video,
+    question: str,
+    *,
+    sampling: SamplingOptions | None = None,
+    progress: bool = False,
+    system: str | None = None,
+    second_per_grid_ts: list[float] | None = None,
+) -> PreparedQuestion:
+    """Decode ``video`` and encode its frames for ``question`` (the part of :func:`answer` that
+    does not depend on the memory method)."""
+    sampling = sampling or SamplingOptions()
+    timings = {}
+    started = time.perf_counter()
+    messages = build_messages(video, question, sampling, system)
+    inputs = build_inputs(processor, messages, progress=progress, second_per_grid_ts=second_per_grid_ts)
+    timings["decode_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    encoded = encode_videos(model, inputs, progress=progress)
+    timings["encode_ms"] = (time.perf_counter() - started) * 1000
+    return PreparedQuestion(inputs=inputs, encoded=encoded, timings_ms=timings)
+
+
+def generate_answer(
+    model,
+    processor,
+    prepared: PreparedQuestion,
+    *,
+    max_new_tokens: int = 128,
+    use_fluxmem: bool | None = None,
+    memory=None,
+    budget=None,
+    **generate_kwargs,
+) -> Answer:
+    """Answer a :func:`prepare_question` with the model's memory, or with ``memory`` (a method
+    of :mod:`fluxmem.memories` or its spec) at ``budget``; ``prepared`` is not modified, so one
+    prepared question serves every method. ``timings_ms`` holds the prepared question's decoding
+    and encoding times and this call's generation time."""
+    if memory is not None or budget is not None:
+        if get_state(model) is None:  # the switch, off by default, for this call's method
+            from .adapters import install
+
+            install(model, default_active=False)
+        use_fluxmem = True if use_fluxmem is None else use_fluxmem
+    inputs, encoded = prepared.inputs, prepared.encoded
+    model_inputs = {k: v for k, v in inputs.items() if not (encoded and k == "pixel_values_videos")}
+    model_inputs = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in model_inputs.items()}
+    if encoded is not None:
+        model_inputs["mm_encoder_outputs"] = encoded
+    if use_fluxmem is not None:
+        model_inputs["use_fluxmem"] = use_fluxmem
+    if memory is not None:
+        model_inputs["memory"] = memory
+    if budget is not None:
+        model_inputs["budget"] = budget
+    generate_kwargs.setdefault("do_sample", False)
+    timings = dict(prepared.timings_ms)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(**model_inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    timings["generate_ms"] = (time.perf_counter() - started) * 1000
+    prompt_length = prepared.prompt_tokens
+    new_tokens = output[0, prompt_length:].tolist()
+    text = processor.batch_decode([new_tokens], skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+    state = get_state(model)
+    summary = state.summary() if state is not None else {}
+    return Answer(text=text, token_ids=new_tokens, memory=summary, timings_ms=timings, prompt_tokens=prompt_length)
+
+
 def answer(
     model,
     processor,
@@ -143,45 +230,11 @@ def answer(
     budget=None,
     **generate_kwargs,
 ) -> Answer:
-    """Ask ``question`` about ``video`` (a path, a list of frames or an array ``[T, H, W, 3]``) with
-    greedy decoding by default. Pixels are uint8 0..255 or floats 0..1, as ``StreamSession.push``
-    reads them (:mod:`fluxmem.video.pixels`). ``second_per_grid_ts`` replaces the true temporal
-    spacing (a protocol that prescribes another). ``memory`` / ``budget``: the memory method and
-    token budget of this call (``fluxmem.memories``; the switch is installed, off by default, when
-    the model has none)."""
-    if memory is not None or budget is not None:
-        if get_state(model) is None:
-            from .adapters import install
-
-            install(model, default_active=False)
-        generate_kwargs.update({k: v for k, v in (("memory", memory), ("budget", budget)) if v is not None})
-        use_fluxmem = True if use_fluxmem is None else use_fluxmem
-    sampling = sampling or SamplingOptions()
-    if not isinstance(sampling, SamplingOptions):
-        raise ConfigError(f"sampling must be a SamplingOptions(...), got {type(sampling).__name__} {sampling!r}.")
-    check_pixel_budget(sampling.min_pixels, sampling.max_pixels, token_pixels(processor))
-    timings = {}
-    started = time.perf_counter()
-    messages = build_messages(video, question, sampling, system)
-    inputs = build_inputs(processor, messages, progress=progress, second_per_grid_ts=second_per_grid_ts)
-    timings["decode_ms"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    encoded = encode_videos(model, inputs, progress=progress)
-    timings["encode_ms"] = (time.perf_counter() - started) * 1000
-    model_inputs = {k: v for k, v in inputs.items() if not (encoded and k == "pixel_values_videos")}
-    model_inputs = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in model_inputs.items()}
-    if encoded is not None:
-        model_inputs["mm_encoder_outputs"] = encoded
-    if use_fluxmem is not None:
-        model_inputs["use_fluxmem"] = use_fluxmem
-    generate_kwargs.setdefault("do_sample", False)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        output = model.generate(**model_inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-    timings["generate_ms"] = (time.perf_counter() - started) * 1000
-    prompt_length = inputs["input_ids"].shape[1]
-    new_tokens = output[0, prompt_length:].tolist()
-    text = processor.batch_decode([new_tokens], skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
-    state = get_state(model)
-    memory = state.summary() if state is not None else {}
-    return Answer(text=text, token_ids=new_tokens, memory=memory, timings_ms=timings, prompt_tokens=prompt_length)
+    """Ask ``question`` about ``video`` (a path or a list of frames) with greedy decoding by default.
+    ``second_per_grid_ts`` replaces the true temporal spacing (a protocol that prescribes another);
+    ``memory`` / ``budget``: the memory method and token budget of this call (``fluxmem.memories``;
+    the switch is installed, off by default, when the model has none; :func:`generate_answer`)."""
+    prepared = prepare_question(model, processor, video, question, sampling=sampling, progress=progress,
+                                system=system, second_per_grid_ts=second_per_grid_ts)
+    return generate_answer(model, processor, prepared, max_new_tokens=max_new_tokens, use_fluxmem=use_fluxmem,
+                           memory=memory, budget=budget, **generate_kwargs)

@@ -21,7 +21,8 @@ import sys
 from ..errors import FluxMemError
 
 # name -> module under fluxmem.cli; imported only when listed in --help or run
-SUBCOMMANDS = ("quickstart", "ask", "stream", "eval", "score", "train", "visualize", "demo", "serve", "memories", "doctor")
+SUBCOMMANDS = ("quickstart", "ask", "stream", "eval", "score", "compare", "train", "visualize", "demo", "serve", "memories",
+               "doctor")
 
 
 class OneLineParser(argparse.ArgumentParser):

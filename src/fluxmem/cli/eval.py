@@ -79,10 +79,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
             action.default = ""
             action.type = None  # an empty --model is "no model" here, refused unless --dry-run
     options.add_memory_options(parser)
+    options.add_method_options(parser, several=True)
     run = parser.add_argument_group("run")
     run.add_argument("--merge-timeout", type=float, default=6 * 3600,
                      help="seconds rank 0 waits for the other processes' answers (default 6 h)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals of a comparison (default 0)")
 
 
 def _tasks(values: list[str] | None) -> tuple[str, ...] | None:
@@ -91,8 +93,18 @@ def _tasks(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for v in values for t in v.split(",") if t.strip())
 
 
+def methods_from_args(args: argparse.Namespace) -> list[str] | None:
+    """The memory methods of ``--memory`` (``None`` when not given)."""
+    from ..eval.runner import split_methods
+
+    return None if args.memory is None else split_methods(args.memory)
+
+
 def settings_from_args(args: argparse.Namespace):
+    """The run's settings (with several methods: the settings every method's run shares)."""
     from ..eval.runner import RunSettings
+
+    methods = methods_from_args(args)
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -107,6 +119,8 @@ def settings_from_args(args: argparse.Namespace):
         model=args.model,
         use_fluxmem=not args.no_fluxmem,
         memory=options.memory_config(args),
+        method=methods[0] if methods and len(methods) == 1 else None,
+        budget=args.budget,
         protocol=args.protocol,
         context=args.context,
         fps=args.fps,
@@ -128,8 +142,16 @@ def settings_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    methods = methods_from_args(args)
+    if methods is not None:
+        options.check_fluxmem_flags_used(args, methods)
+    if methods is not None and len(methods) > 1:
+        for method in methods:
+            settings.for_method(method, settings.out)  # every method and its options checked before any work
     if args.dry_run:
         return _dry_run(settings)
+    if methods is not None and len(methods) > 1:
+        return _compare(settings, methods, args)
     from ..eval.runner import run_benchmark
 
     result = run_benchmark(settings, progress=not args.no_progress, merge_timeout=args.merge_timeout)
@@ -154,4 +176,16 @@ def _dry_run(settings) -> int:
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.issues.items())) or "none"
     print(f"{settings.benchmark} --protocol {settings.protocol.name}: {result.queries} queries "
           f"({result.skipped} skipped: {skipped}) in {result.seconds:.1f} s -> {result.path}")
+    return 0
+
+
+def _compare(settings, methods: list[str], args: argparse.Namespace) -> int:
+    from ..eval.runner import run_comparison
+    from .compare import show
+
+    result = run_comparison(settings, methods, progress=not args.no_progress, merge_timeout=args.merge_timeout,
+                            seed=args.seed)
+    if result.comparison is None:  # another rank than 0, or rank 0 gave up waiting
+        return 0 if result.runs[0].rank != 0 else 1
+    show(result.out, result.comparison)
     return 0

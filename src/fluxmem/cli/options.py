@@ -145,6 +145,26 @@ def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, mediu
                                                "pair_sim_threshold": None})  # fmt: skip
 
 
+def add_method_options(parser: argparse.ArgumentParser, *, several: bool) -> None:
+    """``--memory`` (one method, or with ``several`` a comma-separated list to compare) and
+    ``--budget``; where the parser has them already, only their help says that several compare."""
+    known = parser._option_string_actions  # argparse keeps no public view of the options
+    group = None
+    for flag, metavar, text in (
+        ("--memory", "SPEC" + ("[,SPEC...]" if several else ""),
+         "memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem; "
+         "fluxmem memories lists them)"
+         + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else "")),
+        ("--budget", "BUDGET", "visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)"),
+    ):
+        if flag in known:
+            known[flag].help, known[flag].metavar = text, metavar
+            continue
+        if group is None:
+            group = parser.add_argument_group("memory method")
+        group.add_argument(flag, default=None, metavar=metavar, help=text)
+
+
 def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, max_pixels: int | None = None) -> None:
     group = parser.add_argument_group("frame sampling")
     group.add_argument("--fps", type=positive_float, default=fps, help="frames per second to sample (default %(default)s)")
@@ -207,6 +227,22 @@ def memory_method(args: argparse.Namespace):
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         raise ConfigError(f"{flags} set FluxMem's memory; --memory {args.memory} does not take them (drop them, or use --memory fluxmem).")
     return method, budget
+
+
+def check_fluxmem_flags_used(args: argparse.Namespace, specs: list[str]) -> None:
+    """FluxMem flags given with several methods set every FluxMem method of the list and
+    ``--budget match:fluxmem``; given where no FluxMem runs at all, they are an error."""
+    from ..errors import ConfigError
+    from ..memories import METHODS, Budget, FluxMem, parse
+
+    defaults = getattr(args, "fluxmem_flag_defaults", {})
+    changed = [name for name in _FLUXMEM_FLAGS if name in defaults and getattr(args, name) != defaults[name]]
+    budget = None if getattr(args, "budget", None) is None else Budget.parse(args.budget)
+    named = [*specs, *([str(budget.value)] if budget is not None and budget.kind == "match" else [])]
+    if changed and not any(issubclass(METHODS[parse(spec)[0]], FluxMem) for spec in named):
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise ConfigError(f"{flags} set FluxMem's memory; --memory {','.join(specs)} runs no FluxMem method "
+                          "(drop them, or add fluxmem to the list).")
 
 
 def sampling_options(args: argparse.Namespace, **extra) -> SamplingOptions:

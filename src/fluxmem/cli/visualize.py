@@ -5,6 +5,11 @@ darkened and hatched, SDC clusters outlined with their anchor marked, the tier i
 ``contact_sheet.png`` (all steps and a legend), ``memory.mp4`` (or ``.gif``) of the overlays,
 ``tokens.png`` (tokens kept per step by tier over time, retained fraction in the title) and
 ``summary.json`` (the numbers).
+
+With --memory a,b,c (memory methods, see fluxmem memories) and optionally --budget: the video is
+encoded once and every method runs on the same features; writes ``methods.png`` (one column per
+method, one row per grid step, the same frames in every column: what each method keeps) and
+``methods.json`` (the numbers) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     options.add_model_options(parser)
     options.add_memory_options(parser)
+    options.add_method_options(parser, several=True)
     options.add_sampling_options(parser)
     group = parser.add_argument_group("pictures")
     group.add_argument("--animation", choices=("mp4", "gif", "none"), default="mp4", help="overlay animation format (default %(default)s)")
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     animation = None if args.animation == "none" else args.animation
     with claim_out_dir(args, animation):
         options.check_model(args)
+        if args.memory is not None or args.budget is not None:
+            return _methods(args, config, sampling)
         probe_video(args.video)  # a missing or broken video fails here, before the model loads
         model, processor = options.load(args)
         result = visualize(
@@ -91,3 +99,34 @@ def claim_out_dir(args: argparse.Namespace, animation: str | None):
 
     return claim_output(args.out, flag="--out", kind="dir", what="pictures", writes=picture_names(animation),
                         inputs={"video": args.video, "model": local_model_paths(args.model)})
+
+
+def _methods(args: argparse.Namespace, config, sampling) -> int:
+    """--memory a,b,c: every method's kept tokens side by side on the same frames."""
+    import json
+    from pathlib import Path
+
+    from ..eval.runner import budget_with_fluxmem_options, split_methods, with_fluxmem_options
+    from ..outputs import atomic_file, write_text
+    from ..video import probe_video
+    from ..viz.methods import methods_sheet, methods_summary, trace_methods
+
+    specs = split_methods(args.memory or "fluxmem")
+    options.check_fluxmem_flags_used(args, specs)
+    methods = [with_fluxmem_options(spec, config) for spec in specs]
+    budget = None if args.budget is None else budget_with_fluxmem_options(args.budget, config)
+    probe_video(args.video)
+    # the model plain: every method runs on the encoded features here, none through the model
+    model, processor = options.load(argparse.Namespace(**{**vars(args), "memory": None, "budget": None}))
+    traces = trace_methods(model, processor, args.video, methods, budget=budget, sampling=sampling,
+                           display=args.display, progress=not args.no_progress)
+    out = Path(args.out)
+    picture, numbers = out / "methods.png", out / "methods.json"
+    with atomic_file(picture) as temporary:
+        methods_sheet(traces).save(temporary, optimize=True)
+    write_text(numbers, json.dumps(methods_summary(traces), indent=2) + "\n")
+    for trace in traces:
+        print(trace.result.stats().line())
+    print(f"methods side by side: {picture}")
+    print(f"numbers: {numbers}")
+    return 0

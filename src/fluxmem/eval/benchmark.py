@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError
-from .common import DataIssues, EvalItem, ScoreTable
+from .common import DataIssues, EvalItem, ScoreTable, Tally
 from .protocol import (
     FramePlan,
     Protocol,
@@ -119,6 +119,12 @@ class Benchmark:
         """The score dict of a run (override)."""
         raise NotImplementedError
 
+    def aggregate(self, tally: Tally, task_categories: Mapping[str, str]) -> dict[str, Any] | None:
+        """The official column (``{"tasks", "overall", ...}``) from per-task counts alone, as
+        :meth:`score` aggregates them, where the benchmark's score is such a function (``None``:
+        it is not). Lets a bootstrap rescore thousands of resamples without reading replies again."""
+        return None
+
     def table(self, scores: Mapping[str, Any]) -> ScoreTable:
         """The Markdown/JSON table of ``scores`` (override)."""
         raise NotImplementedError
@@ -142,7 +148,7 @@ def register(cls: type[Benchmark]) -> type[Benchmark]:
 
 #: Modules of ``fluxmem.eval`` that are not benchmarks; every other module of the package is
 #: imported once, so that a benchmark module registers itself just by being there.
-_NOT_BENCHMARKS = {"benchmark", "common", "dryrun", "protocol", "runner", "synthetic", "lmms"}
+_NOT_BENCHMARKS = {"benchmark", "common", "compare", "dryrun", "protocol", "runner", "synthetic", "lmms"}
 _loaded = False
 
 

@@ -724,6 +724,9 @@ class OVOBench(Benchmark):
         v = score_reply(item, response)
         return {"official": bool(v.official), "robust": bool(v.robust)}
 
+    def aggregate(self, tally, task_categories):
+        return _column(tally)[0]
+
     def score(self, items, answers, issues=None, protocol=None):
         scores = score_ovobench(items, answers, issues)
         scores["columns"] = list(self.columns(protocol))

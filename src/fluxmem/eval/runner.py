@@ -38,11 +38,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError, VideoError
+from ..memories import METHODS, Budget, Memory
+from ..memories import get as get_method
+from ..memories import parse as parse_method
+from ..memories.fluxmem import FluxMem
 from ..memory import FluxMemConfig
 from ..outputs import check_output, claim_output, output_lock, write_text
 from .benchmark import Benchmark, Turn, get_benchmark
@@ -69,6 +73,8 @@ from .protocol import (
 log = logging.getLogger("fluxmem.eval")
 
 ANSWERS = "answers.jsonl"
+#: ``run.json``'s ``kind`` in the top folder of a comparison of memory methods.
+COMPARISON_KIND = "comparison"
 RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
 SCORES_JSON = "scores.json"
@@ -79,12 +85,12 @@ RUN_WRITES = (RUN_FILE, ITEMS_FILE, ANSWERS, "answers.rank*.jsonl", SCORES_JSON,
 
 #: Record fields that change from one run to the next (timings, memory): leave them out when
 #: comparing two runs' answers.
-VOLATILE_FIELDS = ("latency_ms", "timings_ms", "peak_memory_mb", "peak_memory_kind")
+VOLATILE_FIELDS = ("latency_ms", "timings_ms", "peak_memory_mb", "peak_memory_kind", "memory_ms")
 
 #: Settings that decide the answers: a rerun into the same directory must match them.
 _FINGERPRINT_KEYS = (
-    "benchmark", "model", "use_fluxmem", "memory", "positions", "protocol", "protocol_settings", "tasks", "limit",
-    "video_prefix", "items_digest",
+    "benchmark", "model", "use_fluxmem", "memory", "method", "budget", "positions", "protocol", "protocol_settings",
+    "tasks", "limit", "video_prefix", "items_digest",
 )
 
 
@@ -101,7 +107,10 @@ class RunSettings:
     :class:`~fluxmem.eval.protocol.Protocol`; the keyword settings below (``None``: the
     protocol's own value) override it where the protocol allows (``published`` allows none).
     ``context``: seconds of video before each question (``0``: all of the past). ``limit``: at
-    most this many questions, balanced across tasks.
+    most this many questions, balanced across tasks. ``method``: the memory method's spec
+    (:mod:`fluxmem.memories`; ``None``: FluxMem with ``memory``), FluxMem's options from
+    ``memory`` unless the spec sets them; ``budget``: a token budget (``"match:fluxmem"``,
+    ``"0.35"``, ``"1200"``), ``match:`` a FluxMem method meaning FluxMem with ``memory`` too.
     """
 
     benchmark: str
@@ -111,6 +120,8 @@ class RunSettings:
     model: str = ""
     use_fluxmem: bool = True
     memory: FluxMemConfig = field(default_factory=FluxMemConfig)
+    method: str | None = None
+    budget: str | None = None
     protocol: Any = DEFAULT_PROTOCOL
     context: float | None = None
     fps: float | None = None
@@ -149,20 +160,46 @@ class RunSettings:
             raise InputError(f"annotations {self.annotations} do not exist; pass --annotations PATH.")
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.use_fluxmem and (self.method is not None or self.budget is not None):
+            raise ConfigError("--no-fluxmem runs the unmodified model; drop --memory/--budget, or keep every token "
+                              "through the memory path with --memory none.")
+        if self.method is not None:
+            self.memory_method  # noqa: B018 - an unknown method or option fails now, in one line
+        if self.budget is not None:
+            object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
+
+    @property
+    def memory_method(self) -> Memory | None:
+        """The memory method this run answers with (``None`` with FluxMem off)."""
+        if not self.use_fluxmem:
+            return None
+        return with_fluxmem_options(self.method or "fluxmem", self.memory)
+
+    @property
+    def memory_budget(self) -> Budget | None:
+        """The token budget, ``match:`` a FluxMem method resolved with this run's FluxMem options."""
+        return None if self.budget is None else budget_with_fluxmem_options(self.budget, self.memory)
+
+    def for_method(self, method: str, out: str | os.PathLike) -> RunSettings:
+        """The same run with another memory method, written to ``out``."""
+        return replace(self, method=method, out=str(out))
 
     @property
     def bench(self) -> Benchmark:
         return get_benchmark(self.benchmark)
 
     def record(self) -> dict[str, Any]:
-        """The settings as plain JSON (memory settings only when FluxMem is on)."""
+        """The settings as plain JSON (memory settings only when the memory is on)."""
+        method = self.memory_method
         return {
             "benchmark": self.benchmark,
             "annotations": str(self.annotations),
             "videos": str(self.videos),
             "model": self.model,
             "use_fluxmem": self.use_fluxmem,
-            "memory": self.memory.to_dict() if self.use_fluxmem else None,
+            "memory": method.options() if method is not None else None,
+            "method": method.spec if method is not None else None,
+            "budget": self.budget,
             "positions": self.positions,
             "protocol": self.protocol.name,
             "protocol_settings": self.protocol.record(),
@@ -173,6 +210,25 @@ class RunSettings:
             "dtype": self.dtype,
             "attn_implementation": self.attn_implementation,
         }
+
+
+def with_fluxmem_options(spec: str, config: FluxMemConfig) -> Memory:
+    """The method of ``spec``; a FluxMem method (FluxMem or an ablation) takes the options of
+    ``config`` that its spec does not set."""
+    name, options = parse_method(spec)
+    if issubclass(METHODS[name], FluxMem):
+        options = {**config.to_dict(), **options}
+        if name == "fluxmem-fixed" and options.get("pair_sim_threshold") is None:
+            options.pop("pair_sim_threshold")
+    return get_method(name, **options)
+
+
+def budget_with_fluxmem_options(budget, config: FluxMemConfig) -> Budget:
+    """``budget`` parsed; ``match:`` a FluxMem method matches it with the options of ``config``."""
+    budget = Budget.parse(budget)
+    if budget.kind == "match":
+        return Budget("match", with_fluxmem_options(str(budget.value), config).spec)
+    return budget
 
 
 def load_items(settings: RunSettings, issues: DataIssues) -> list[EvalItem]:
@@ -304,14 +360,19 @@ def _wait_for_shards(out: Path, items: Sequence[EvalItem], timeout: float) -> bo
 @dataclass
 class Reply:
     """A model's reply to one prompt on one clip, with what the model saw (``visual_tokens`` /
-    ``kept_tokens``: before and after FluxMem, 0 when it is off; ``prompt_tokens``: the prompt's
-    length before pruning)."""
+    ``kept_tokens``: before and after the memory, 0 when it is off; ``budget_tokens``: the tokens
+    the budget asked for, ``None`` without one; ``prompt_tokens``: the prompt's length before
+    pruning). ``reused_ms``: decoding and encoding this call did not pay because an earlier call
+    on the same clip and prompt (another memory method) did; the run counts it in the latency."""
 
     text: str
     frames: int = 0
     visual_tokens: int = 0
     kept_tokens: int = 0
     prompt_tokens: int = 0
+    budget_tokens: int | None = None
+    memory_ms: float = 0.0
+    reused_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -321,34 +382,75 @@ class Reply:
 Answerer = Callable[..., Reply]
 
 
+class PreparedClips:
+    """Questions decoded and encoded once for every memory method of a run: the processor's
+    inputs and the vision tower's outputs per (clip, frames, pixels, prompt), kept until
+    :meth:`clear` (the runner clears them after each question). ``prepared`` counts the
+    preparations made, ``reused`` the calls that took one already made."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[Any, float]] = {}
+        self.prepared = 0
+        self.reused = 0
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> tuple[Any, float]:
+        """``(prepared, reused_ms)``: ``reused_ms`` is what making it cost when it was made before, else 0."""
+        if key in self._cache:
+            self.reused += 1
+            return self._cache[key][0], self._cache[key][1]
+        started = time.perf_counter()
+        value = make()
+        self._cache[key] = (value, (time.perf_counter() - started) * 1000)
+        self.prepared += 1
+        return value, 0.0
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
 class ModelAnswerer:
     """Answers prompts about clips with a loaded model: decodes exactly the planned frames and
-    hands them to :func:`fluxmem.inference.answer` at the planned rate, so that the processor's
-    ``second_per_grid_ts`` is ``2 / frames.sample_fps`` (the published protocol's reported
-    spacing, or the true one), with the protocol's generation settings."""
+    hands them to :func:`fluxmem.inference.prepare_question` at the planned rate, so that the
+    processor's ``second_per_grid_ts`` is ``2 / frames.sample_fps`` (the published protocol's
+    reported spacing, or the true one), then answers with the protocol's generation settings and
+    the run's memory method and budget (:func:`fluxmem.inference.generate_answer`). Answerers
+    that share ``clips`` decode and encode each clip once. ``budget_is_kept``: the budget is
+    what the method keeps (it matches itself), recorded without running the method twice."""
 
-    def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True, positions: str = "original") -> None:
+    def __init__(self, model, processor, protocol: Protocol, *, use_fluxmem: bool = True, positions: str = "original",
+                 memory=None, budget=None, clips: PreparedClips | None = None, budget_is_kept: bool = False) -> None:
         self.model, self.processor, self.protocol, self.use_fluxmem = model, processor, protocol, use_fluxmem
         self.positions = positions
+        self.memory, self.budget, self.budget_is_kept = memory, budget, budget_is_kept
+        self.clips = clips if clips is not None else PreparedClips()
 
     def __call__(self, video: Path, start: float, end: float, prompt: str, *, frames: FramePlan,
                  min_pixels: int | None = None, max_pixels: int | None = None) -> Reply:
-        from ..inference import SamplingOptions, answer
+        from ..inference import SamplingOptions, generate_answer, prepare_question
         from ..video import decode_frames
 
-        decoded = decode_frames(video, frames.indices)
-        array = decoded.frames.permute(0, 2, 3, 1).numpy()
-        sampling = SamplingOptions(fps=frames.sample_fps, min_pixels=min_pixels, max_pixels=max_pixels)
-        result = answer(self.model, self.processor, array, prompt, sampling=sampling,
-                        max_new_tokens=self.protocol.max_new_tokens, use_fluxmem=self.use_fluxmem,
-                        positions=self.positions, **self.protocol.generation())
+        def prepare():
+            decoded = decode_frames(video, frames.indices)
+            array = decoded.frames.permute(0, 2, 3, 1).numpy()
+            sampling = SamplingOptions(fps=frames.sample_fps, min_pixels=min_pixels, max_pixels=max_pixels)
+            return prepare_question(self.model, self.processor, array, prompt, sampling=sampling)
+
+        key = (str(video), tuple(frames.indices), frames.sample_fps, min_pixels, max_pixels, prompt)
+        prepared, reused_ms = self.clips.get(key, prepare)
+        result = generate_answer(self.model, self.processor, prepared, max_new_tokens=self.protocol.max_new_tokens,
+                                 use_fluxmem=self.use_fluxmem, memory=self.memory, budget=self.budget,
+                                 positions=self.positions, **self.protocol.generation())
         memory = result.memory if self.use_fluxmem else {}
+        target = memory.get("kept") if self.budget_is_kept else memory.get("target")
         return Reply(
             text=result.text,
             frames=len(frames.indices),
             visual_tokens=int(memory.get("tokens", 0)),
             kept_tokens=int(memory.get("kept", memory.get("tokens", 0))),
             prompt_tokens=int(result.prompt_tokens),
+            budget_tokens=None if target is None else int(target),
+            memory_ms=float(memory.get("memory_ms", 0.0)),
+            reused_ms=reused_ms,
             timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
         )
 
@@ -417,7 +519,7 @@ def answer_item(
             t0 = time.perf_counter()
             reply = answerer(planned.path, plan.turn.start, plan.turn.end, plan.turn.prompt, frames=plan.frames,
                              min_pixels=plan.min_pixels, max_pixels=plan.max_pixels)
-            costs.append(time.perf_counter() - t0)
+            costs.append(time.perf_counter() - t0 + reply.reused_ms / 1000)
             calls.append(reply)
             frames_seen.append(len(plan.frames.indices))
             replies.append((plan.turn, reply.text))
@@ -427,12 +529,14 @@ def answer_item(
         detail = str(error).splitlines()[0][:300]
         run_issues.skip("video_decode_error", f"{item.uid}: {detail}")
         return skip_record(item, "video_decode_error", detail, **base)
-    latency = (time.perf_counter() - started) * 1000
+    latency = (time.perf_counter() - started) * 1000 + sum(r.reused_ms for r in calls)
     response = bench.response(fitted, replies, costs)
     timings: Counter[str] = Counter()
     for r in calls:
         timings.update(r.timings_ms)
     first = planned.plan
+    method = settings.memory_method
+    method_record = method.spec if method is not None else None
     record = {
         "uid": item.uid,
         "benchmark": item.benchmark,
@@ -451,6 +555,11 @@ def answer_item(
         "visual_tokens": sum(r.visual_tokens for r in calls),
         "kept_tokens": sum(r.kept_tokens for r in calls),
         "prompt_tokens": sum(r.prompt_tokens for r in calls),
+        "method": method_record,
+        "budget": settings.budget,
+        "budget_tokens": None if any(r.budget_tokens is None for r in calls) or not calls
+        else sum(r.budget_tokens for r in calls),
+        "memory_ms": round(sum(r.memory_ms for r in calls), 3),
         "latency_ms": round(latency, 3),
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -500,65 +609,236 @@ def run_benchmark(
     the run's inputs and locked for the run (another run on it refuses at once)."""
     dist = dist or DistEnv.from_env()
     with claim_run_dir(settings, lock_name=f"rank{dist.rank}" if dist.rank else None):
-        return _run_benchmark(settings, model=model, processor=processor, answerer=answerer, dist=dist,
-                              on_record=on_record, progress=progress, merge_timeout=merge_timeout)
+        refuse_comparison_dir(Path(settings.out))
+        return run_lanes([settings], model=model, processor=processor,
+                         answerers=None if answerer is None else [answerer], dist=dist, on_record=on_record,
+                         progress=progress, merge_timeout=merge_timeout)[0]
 
 
-def claim_run_dir(settings: RunSettings, *, lock_name: str | None = None):
+def claim_run_dir(settings: RunSettings, *, lock_name: str | None = None, writes=RUN_WRITES):
     """Check ``settings.out`` against the run's inputs (annotations, videos, model) and hold its
     lock (:func:`fluxmem.outputs.claim_output`): a second run on the same directory refuses."""
     from ..loading import local_model_paths
 
     return claim_output(
-        settings.out, flag="--out", kind="dir", writes=RUN_WRITES, what="results",
+        settings.out, flag="--out", kind="dir", writes=writes, what="results",
         inputs={"annotations": settings.annotations, "model": local_model_paths(settings.model)},
         folders={"video folder": settings.videos}, lock_name=lock_name,
     )
 
 
-def _run_benchmark(settings, *, model, processor, answerer, dist, on_record, progress, merge_timeout) -> RunResult:
+def run_lanes(
+    lanes: Sequence[RunSettings],
+    *,
+    model=None,
+    processor=None,
+    answerers: Sequence[Answerer] | None = None,
+    dist: DistEnv | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    merge_timeout: float = 6 * 3600,
+) -> list[RunResult]:
+    """Several runs that differ only in their memory method (and ``out``), answered together:
+    question by question, every run still missing the question answers it, the runs' model
+    answerers sharing one :class:`PreparedClips` (each clip decoded and encoded once for all of
+    them). Each run resumes on its own; each gets its own :class:`RunResult`. The callers hold the
+    output's lock (:func:`claim_run_dir`)."""
     from tqdm.auto import tqdm
 
-    out = Path(settings.out)
+    first = lanes[0]
+    dist = dist or DistEnv.from_env()
     loader_issues = DataIssues()
-    items = load_items(settings, loader_issues)
-    _prepare_run_dir(out, settings, items, loader_issues, dist)
+    items = load_items(first, loader_issues)
+    outs = [Path(lane.out) for lane in lanes]
+    for lane, out in zip(lanes, outs):
+        out.mkdir(parents=True, exist_ok=True)
+        _prepare_run_dir(out, lane, items, loader_issues, dist)
 
-    done = {str(r["uid"]) for r in gather_records(out)}
     mine = shard_items(items, dist.world_size, dist.rank) if dist.world_size > 1 else list(items)
-    pending = [it for it in mine if it.uid not in done]
     prefix = f"[rank {dist.rank}/{dist.world_size}] " if dist.world_size > 1 else ""
-    if done:
-        log.warning("%sresuming in %s: %d of %d questions already answered, %d to go",
-                    prefix, out, len(mine) - len(pending), len(mine), len(pending))
+    todo: list[set[str]] = []
+    for out in outs:
+        done = {str(r["uid"]) for r in gather_records(out)}
+        todo.append({it.uid for it in mine if it.uid not in done})
+        if done:
+            log.warning("%sresuming in %s: %d of %d questions already answered, %d to go",
+                        prefix, out, len(mine) - len(todo[-1]), len(mine), len(todo[-1]))
+    pending = [it for it in mine if any(it.uid in uids for uids in todo)]
 
-    run_issues = DataIssues()
-    device = settings.device
-    if pending and answerer is None:
+    issues = [DataIssues() for _ in lanes]
+    device = first.device
+    clips = PreparedClips()
+    if pending and answerers is None:
         if model is None:
-            model, processor, device = _load_model(settings, dist)
+            model, processor, device = _load_model(first, dist)
         else:
             device = str(getattr(model, "device", "cpu"))
-        answerer = ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem,
-                                 positions=settings.positions)
+        answerers = [_model_answerer(model, processor, lane, clips) for lane in lanes]
     peak = _PeakMemory(device) if pending else None
-    answers_path = out / dist.answers_file
     videos = VideoMetaCache()
-    for item in tqdm(pending, desc=f"{prefix}{settings.benchmark}", unit="q", disable=not progress):
-        record = answer_item(item, settings, answerer, videos, run_issues, peak)
-        append_jsonl(answers_path, record)
-        if on_record is not None:
-            on_record(record)
-    result = RunResult(out=out, answered=len(pending), total=len(items), issues=run_issues, rank=dist.rank)
+    label = first.benchmark if len(lanes) == 1 else f"{first.benchmark} x {len(lanes)} methods"
+    for item in tqdm(pending, desc=f"{prefix}{label}", unit="q", disable=not progress):
+        for k, lane in enumerate(lanes):
+            if item.uid not in todo[k]:
+                continue
+            record = answer_item(item, lane, answerers[k], videos, issues[k], peak)
+            append_jsonl(outs[k] / dist.answers_file, record)
+            if on_record is not None:
+                on_record(record)
+        clips.clear()
+    results = [RunResult(out=out, answered=len(uids), total=len(items), issues=iss, rank=dist.rank)
+               for out, uids, iss in zip(outs, todo, issues)]
     if dist.rank != 0:
-        log.warning("%sdone: %d answers in %s; rank 0 merges and scores", prefix, len(pending), answers_path)
-        return result
-    if dist.world_size > 1 and not _wait_for_shards(out, items, merge_timeout):
-        return result
-    merge_answers(out, items)
-    result.scores, result.table = score_run(out)
-    _finish_run_file(out, result.scores)
+        for result in results:
+            log.warning("%sdone: %d answers in %s; rank 0 merges and scores", prefix, result.answered,
+                        result.out / dist.answers_file)
+        return results
+    for result in results:
+        if dist.world_size > 1 and not _wait_for_shards(result.out, items, merge_timeout):
+            continue
+        merge_answers(result.out, items)
+        result.scores, result.table = score_run(result.out)
+        _finish_run_file(result.out, result.scores)
+    return results
+
+
+def _model_answerer(model, processor, settings: RunSettings, clips: PreparedClips) -> ModelAnswerer:
+    """The run's answerer: with no method or budget named, the model's own memory (as loaded);
+    otherwise the named method at the budget, per call. A method asked to match itself
+    (``fluxmem`` at ``match:fluxmem``) runs once: its budget is what it keeps."""
+    named = settings.method is not None or settings.budget is not None
+    method, budget = settings.memory_method, settings.memory_budget
+    matches_itself = budget is not None and budget.kind == "match" and get_method(str(budget.value)) == method
+    return ModelAnswerer(model, processor, settings.protocol, use_fluxmem=settings.use_fluxmem,
+                         positions=settings.positions, memory=method if named else None, budget=None if matches_itself else budget, clips=clips,
+                         budget_is_kept=matches_itself)
+
+
+def refuse_comparison_dir(out: Path) -> None:
+    """A directory holding a comparison of memory methods is not one run's directory."""
+    path = out / RUN_FILE
+    if path.exists():
+        try:
+            kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return  # _prepare_run_dir says what is wrong with it
+        if kind == COMPARISON_KIND:
+            raise ConfigError(f"{out} holds a comparison of memory methods (one folder per method); pass the same "
+                              "--memory list to resume it, fluxmem compare to show it, or a new --out directory.")
+
+
+# --------------------------------------------------------------------------------------------
+# Memory methods side by side
+# --------------------------------------------------------------------------------------------
+
+
+def method_dir_name(spec: str) -> str:
+    """The folder of one method in a comparison: its spec with characters that some file systems
+    refuse (``:`` above all) replaced by ``_`` (``recent:4`` -> ``recent_4``)."""
+    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in spec.strip())
+
+
+def split_methods(text: str | Sequence[str]) -> list[str]:
+    """Memory specs from ``--memory`` (``"fluxmem,recent:4,evs:rate=0.6,seed=1"``): comma separated,
+    a ``key=value`` item without ``:`` continuing the spec before it."""
+    parts = [p.strip() for chunk in ([text] if isinstance(text, str) else text) for p in chunk.split(",")]
+    specs: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if "=" in part and ":" not in part and specs:
+            specs[-1] += "," + part
+        else:
+            specs.append(part)
+    if not specs:
+        raise ConfigError("--memory needs at least one method, e.g. --memory fluxmem,recent:4,evs (fluxmem memories lists them).")
+    return specs
+
+
+@dataclass
+class ComparisonResult:
+    """What :func:`run_comparison` did: one :class:`RunResult` per method (in the order asked) and,
+    on rank 0 once every method is scored, the comparison (:mod:`.compare`)."""
+
+    out: Path
+    methods: list[str]
+    runs: list[RunResult]
+    comparison: Any = None
+
+
+def run_comparison(
+    settings: RunSettings,
+    methods: Sequence[str],
+    *,
+    model=None,
+    processor=None,
+    answerers: Mapping[str, Answerer] | None = None,
+    dist: DistEnv | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    merge_timeout: float = 6 * 3600,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> ComparisonResult:
+    """Run the benchmark of ``settings`` once per memory method of ``methods`` (specs such as
+    ``"recent:4"``) at ``settings.budget``: each method's run in ``out/<method folder>/`` (a
+    complete run directory, equal to a run of that method alone), each query decoded and encoded
+    once for all of them; then ``out/compare.md`` and ``out/compare.json`` (:mod:`.compare`).
+    Resumable per method. ``answerers``: one per spec, instead of the model."""
+    from .compare import comparison_of_run, write_comparison
+
+    methods = list(methods)
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--memory names a method twice ({', '.join(methods)}); name each once.")
+    folders = [method_dir_name(m) for m in methods]
+    if len(set(folders)) != len(folders):
+        raise ConfigError(f"--memory methods {', '.join(methods)} would share a folder; name each method once.")
+    lanes = [settings.for_method(spec, Path(settings.out) / folder) for spec, folder in zip(methods, folders)]
+    dist = dist or DistEnv.from_env()
+    out = Path(settings.out)
+    # one lock for the whole comparison; the methods' folders are written under it
+    with claim_run_dir(settings, lock_name=f"rank{dist.rank}" if dist.rank else None, writes=None):
+        _prepare_comparison_dir(out, settings, methods, folders, dist)
+        runs = run_lanes(lanes, model=model, processor=processor,
+                         answerers=None if answerers is None else [answerers[m] for m in methods], dist=dist,
+                         on_record=on_record, progress=progress, merge_timeout=merge_timeout)
+        result = ComparisonResult(out=out, methods=methods, runs=runs)
+        if dist.rank == 0 and all(run.scores is not None for run in runs):
+            result.comparison = comparison_of_run(out, resamples=resamples, seed=seed)
+            write_comparison(out, result.comparison)
+            record = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+            record.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            write_text(out / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def _prepare_comparison_dir(out: Path, settings: RunSettings, methods: list[str], folders: list[str],
+                            dist: DistEnv) -> None:
+    """``out/run.json`` of a comparison: the methods, their folders and the budget; a directory
+    holding a single run, or a comparison of other methods or budget, is refused."""
+    record = {
+        "kind": COMPARISON_KIND,
+        "benchmark": settings.benchmark,
+        "memory": methods,
+        "folders": dict(zip(methods, folders)),
+        "budget": settings.budget,
+        "model": settings.model,
+    }
+    path = out / RUN_FILE
+    if path.exists():
+        previous = _read_run_file(path)
+        if previous.get("kind") != COMPARISON_KIND:
+            raise ConfigError(f"{out} holds a run of one memory method; pass a new --out directory for a comparison.")
+        diffs = [f"{k}: {previous.get(k)!r} -> {record[k]!r}" for k in ("benchmark", "memory", "budget", "model")
+                 if previous.get(k) != record[k]]
+        if diffs:
+            raise ConfigError(f"{out} holds a comparison with other settings ({', '.join(diffs)}); rerun with the same "
+                              "settings to resume it, or pass a new --out directory.")
+        record = {**previous, "status": "running", "resumed": int(previous.get("resumed", 0)) + 1}
+    else:
+        record.update(versions=_version_record(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), status="running")
+    if dist.rank == 0:
+        write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def _load_model(settings: RunSettings, dist: DistEnv):
@@ -588,7 +868,17 @@ def _version_record() -> dict[str, Any]:
 
 
 def _fingerprint(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: record.get(k) for k in _FINGERPRINT_KEYS}
+    out = {k: record.get(k) for k in _FINGERPRINT_KEYS}
+    if "method" not in record and record.get("use_fluxmem"):  # a run recorded before memory methods: FluxMem
+        out["method"] = get_method("fluxmem", **(record.get("memory") or {})).spec
+    return out
+
+
+def _read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is unreadable ({error}); use a new --out directory.") from None
 
 
 def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem],
@@ -598,10 +888,7 @@ def _prepare_run_dir(out: Path, settings: RunSettings, items: Sequence[EvalItem]
     settings_record["items_digest"] = items_digest(items)
     run_path = out / RUN_FILE
     if run_path.exists():
-        try:
-            previous = json.loads(run_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"{run_path} is unreadable ({error}); use a new --out directory.") from None
+        previous = _read_run_file(run_path)
         old, new = _fingerprint(previous.get("settings", {})), _fingerprint(settings_record)
         if old != new:
             diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in _FINGERPRINT_KEYS if old[k] != new[k])
@@ -684,6 +971,11 @@ def score_run(out: str | os.PathLike, *, write: bool = True) -> tuple[dict[str, 
 
 def _score_run(out: Path, *, write: bool) -> tuple[dict[str, Any], ScoreTable]:
     if not answer_files(out):
+        try:
+            refuse_comparison_dir(out)
+        except ConfigError:
+            raise InputError(f"{out} holds a comparison of memory methods: fluxmem compare {out} shows it, "
+                             f"fluxmem score {out}/METHOD scores one method.") from None
         raise InputError(f"{out} holds no {ANSWERS}; pass the --out directory of a fluxmem eval run.")
     run = {}
     if (out / RUN_FILE).exists():

@@ -1175,6 +1175,9 @@ class StreamingBench(Benchmark):
         scores["task_abbreviations"] = {t: TASK_ABBR.get(t, t) for t in scores["task_categories"]}
         return scores
 
+    def aggregate(self, tally, task_categories):
+        return _aggregate(tally, task_categories)[0]
+
     def table(self, scores):
         return streamingbench_table(scores, columns=scores.get("columns"))
 

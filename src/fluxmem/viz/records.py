@@ -226,6 +226,32 @@ def trace_from_records(
     )
 
 
+def encode_for_pictures(model, processor, video, sampling=None, *, progress: bool = False):
+    """``(adapter, clip, features, grid, frames)``: ``video`` sampled and encoded exactly as
+    :func:`fluxmem.inference.answer` does, its merged grid ``(T, h, w)``, the visual features
+    ``[T*h*w, D]`` and the frames as the model saw them (``[N, H, W, 3]`` float 0..255)."""
+    from ..adapters import registry
+    from ..inference import SamplingOptions, build_inputs, build_messages, encode_videos
+    from ..video import fetch_video
+
+    sampling = sampling or SamplingOptions()
+    adapter = registry.adapter_for(model)
+    clip = fetch_video(sampling.video_item(video))
+    inputs = build_inputs(processor, build_messages(video, "Describe the video.", sampling))
+    encoded = encode_videos(model, inputs, progress=progress)
+    if encoded is None:
+        raise InputError("the processor produced no video input; pass a video file or a list of frames.")
+    features = encoded["video"].pooler_output[0]
+    grid = adapter.merged_grid(inputs["video_grid_thw"][0].tolist())
+    frames = clip.frames.permute(0, 2, 3, 1).numpy()  # [N, H, W, 3] float 0..255
+    patch = int(adapter.vision_config.patch_size) * adapter.spatial_merge_size
+    if len(frames) != grid[0] * adapter.temporal_patch_size or frames.shape[1:3] != (grid[1] * patch, grid[2] * patch):
+        raise InputError(  # pragma: no cover - both come from the same sampler
+            f"decoded frames {frames.shape} do not match the encoded grid {grid}; this is a bug, please report it."
+        )
+    return adapter, clip, features, grid, frames
+
+
 def trace_video(
     model,
     processor,
@@ -243,28 +269,14 @@ def trace_video(
     equal what the switch reports for a question about the same video. ``config`` defaults to the
     configuration attached to ``model`` (``fluxmem.enable`` / ``load_model``), else the defaults.
     """
-    from ..adapters import get_state, registry
-    from ..inference import SamplingOptions, build_inputs, build_messages, encode_videos
-    from ..video import fetch_video
+    from ..adapters import get_state
+    from ..inference import SamplingOptions
 
     sampling = sampling or SamplingOptions()
     if config is None:
         state = get_state(model)
         config = state.config if state is not None else FluxMemConfig()
-    adapter = registry.adapter_for(model)
-    clip = fetch_video(sampling.video_item(video))
-    inputs = build_inputs(processor, build_messages(video, "Describe the video.", sampling))
-    encoded = encode_videos(model, inputs, progress=progress)
-    if encoded is None:
-        raise InputError("the processor produced no video input; pass a video file or a list of frames.")
-    features = encoded["video"].pooler_output[0]
-    grid = adapter.merged_grid(inputs["video_grid_thw"][0].tolist())
-    frames = clip.frames.permute(0, 2, 3, 1).numpy()  # [N, H, W, 3] float 0..255
-    patch = int(adapter.vision_config.patch_size) * adapter.spatial_merge_size
-    if len(frames) != grid[0] * adapter.temporal_patch_size or frames.shape[1:3] != (grid[1] * patch, grid[2] * patch):
-        raise InputError(  # pragma: no cover - both come from the same sampler
-            f"decoded frames {frames.shape} do not match the encoded grid {grid}; this is a bug, please report it."
-        )
+    adapter, clip, features, grid, frames = encode_for_pictures(model, processor, video, sampling, progress=progress)
     result = compress(features, grid, config, temporal_patch_size=adapter.temporal_patch_size)
     trace = trace_from_records(
         result.frames,
