@@ -78,8 +78,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
             action.required = False  # the dry run needs none
             action.default = ""
             action.type = None  # an empty --model is "no model" here, refused unless --dry-run
-    options.add_memory_options(parser)
-    options.add_method_options(parser, several=True)
+    options.add_memory_options(parser, several=True)
     run = parser.add_argument_group("run")
     run.add_argument("--merge-timeout", type=float, default=6 * 3600,
                      help="seconds rank 0 waits for the other processes' answers (default 6 h)")

@@ -128,13 +128,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 _FLUXMEM_FLAGS = ("short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
 
 
-def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64, budget: bool = True) -> None:
+def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64, budget: bool = True,
+                       several: bool = False) -> None:
+    """FluxMem's settings, ``--memory`` (with ``several``: a comma-separated list of methods to compare) and ``--budget``."""
     group = parser.add_argument_group("memory (FluxMem)")
-    group.add_argument("--memory", default=None, metavar="METHOD",
-                       help="memory method: fluxmem (default), recent:4, uniform:4, evs:0.5, ... (`fluxmem memories` lists them)")
+    group.add_argument("--memory", default=None, metavar="SPEC[,SPEC...]" if several else "SPEC",
+                       help="memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem; "
+                       "fluxmem memories lists them)"
+                       + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else ""))
     if budget:
-        group.add_argument("--budget", default=None,
-                           help="visual tokens per video: a count (1200), a fraction (0.35) or match:fluxmem")
+        group.add_argument("--budget", default=None, metavar="BUDGET",
+                           help="visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)")
     # whole numbers here; FluxMemConfig says what else a tier needs (>= 0, whole grid steps)
     group.add_argument("--short-frames", type=whole_number, default=short, help="raw frames kept whole (default %(default)s)")
     group.add_argument("--medium-frames", type=whole_number, default=medium, help="raw frames at TAS level (default %(default)s)")
@@ -143,26 +147,6 @@ def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, mediu
     group.add_argument("--no-fluxmem", action="store_true", help="run the unmodified model (baseline)")
     parser.set_defaults(fluxmem_flag_defaults={"short_frames": short, "medium_frames": medium, "direct_drop_sim": 0.8,
                                                "pair_sim_threshold": None})  # fmt: skip
-
-
-def add_method_options(parser: argparse.ArgumentParser, *, several: bool) -> None:
-    """``--memory`` (one method, or with ``several`` a comma-separated list to compare) and
-    ``--budget``; where the parser has them already, only their help says that several compare."""
-    known = parser._option_string_actions  # argparse keeps no public view of the options
-    group = None
-    for flag, metavar, text in (
-        ("--memory", "SPEC" + ("[,SPEC...]" if several else ""),
-         "memory method (fluxmem, recent:4, uniform:4, random, evs, vidcom2, none, ...; default fluxmem; "
-         "fluxmem memories lists them)"
-         + ("; several, comma separated, are compared on the same decoded and encoded videos" if several else "")),
-        ("--budget", "BUDGET", "visual tokens per video: match:fluxmem (what FluxMem keeps), a fraction (0.35) or a count (1200)"),
-    ):
-        if flag in known:
-            known[flag].help, known[flag].metavar = text, metavar
-            continue
-        if group is None:
-            group = parser.add_argument_group("memory method")
-        group.add_argument(flag, default=None, metavar=metavar, help=text)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, max_pixels: int | None = None) -> None:
