@@ -35,6 +35,11 @@ def stream_ops_for(model, processor, **options) -> StreamOps:
 
 _GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
 _TIERS = ("short", "mid", "long")
+CAP_POLICIES = ("cut", "prefill")
+"""What the cap does to the key/value cache when it evicts frames: ``"cut"`` removes their rows in
+place (the survivors keep the keys/values computed while the evicted frames were present);
+``"prefill"`` computes the remaining prefix again, so that an answer equals a full prefill of the
+kept tokens (what a server that cannot evict in place does)."""
 
 
 @dataclass
@@ -104,6 +109,9 @@ class StreamSession:
     switch's settings, else the paper's defaults).
     ``max_memory_tokens`` caps the visual tokens held (the oldest long-term frames are dropped from
     the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
+    ``cap_policy`` (``"cut"`` or ``"prefill"``, :data:`CAP_POLICIES`) says whether evicted frames
+    are cut out of the cache in place or the remaining prefix is prefilled again (recurrent families
+    always prefill again).
     ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
     held once, in the cache (its features and deepstack rows are released) unless ``keep_frames``
     or a recurrent cache under a cap needs them again (:attr:`holds_final`).
@@ -132,6 +140,7 @@ class StreamSession:
         instruction_max_new_tokens: int = 64,
         keep_frames: bool = False,
         memory: str | Memory | None = None,
+        cap_policy: str = "cut",
         **memory_options,
     ) -> None:
         from ..adapters import get_state
@@ -140,6 +149,8 @@ class StreamSession:
             raise ConfigError(f"fps must be a positive number of frames per second, got {fps!r}.")
         if max_memory_tokens is not None and (isinstance(max_memory_tokens, bool) or not isinstance(max_memory_tokens, int) or max_memory_tokens < 1):
             raise ConfigError(f"max_memory_tokens must be a positive integer (or None for no cap), got {max_memory_tokens!r}.")
+        if cap_policy not in CAP_POLICIES:
+            raise ConfigError(f"cap_policy must be one of {', '.join(map(repr, CAP_POLICIES))}, got {cap_policy!r}.")
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ConfigError(f"gamma is a fraction of a frame's tokens and must lie in [0, 1], got {gamma!r}.")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
@@ -180,11 +191,12 @@ class StreamSession:
         self.instruction = instruction
         self.instruction_max_new_tokens = int(instruction_max_new_tokens)
         self.keep_frames = bool(keep_frames)
+        self.cap_policy = cap_policy
         # A final frame's features and per-token extras are needed again only by a full prefill
         # (no cache, ask(reuse_cache=False) with keep_frames) or by a cache that must be prefilled
         # again after the cap drops frames (recurrent state); otherwise the cache holds the frame.
         self.holds_final = (not self.reuse_cache or self.keep_frames
-                            or (max_memory_tokens is not None and not self.ops.can_cut))  # fmt: skip
+                            or (max_memory_tokens is not None and not self.cuts_cache))  # fmt: skip
         self.reset()
 
     # ================================================================== state
@@ -387,14 +399,21 @@ class StreamSession:
             self._step_extras[index] = None
             self._memory.forget(index)
             self._evicted += 1
-        if dropped_cached and self.ops.can_cut:
+        if dropped_cached and self.cuts_cache:
             start = len(self._head)
             self.ops.drop(self._cache, start, start + dropped_cached)
             self._cache_cuts += 1
-        elif dropped_cached:  # a recurrent state cannot forget tokens: prefill the cache again
+        elif dropped_cached:  # cap_policy "prefill", or a recurrent state that cannot forget tokens
             self._cache, self._cached_spans = None, []
             self._cache_cuts += 1
         self._cached_frames = max(self._cached_frames, self._evicted)
+
+    @property
+    def cuts_cache(self) -> bool:
+        """Whether the cap cuts evicted frames out of the key/value cache in place (``cap_policy="cut"``
+        on a family whose cache can be cut); otherwise the cache is prefilled again from the head,
+        so the survivors' keys/values no longer carry what they attended to in the evicted frames."""
+        return self.cap_policy == "cut" and self.ops.can_cut
 
     # ================================================================== cache
     def _ensure_layout(self) -> None:
@@ -645,6 +664,7 @@ class StreamSession:
                 "frames": len(self._cached_spans),
                 "peak_tokens": self._peak_cache_tokens,
                 "cuts": self._cache_cuts,
+                "cap_policy": "cut" if self.cuts_cache else "prefill",
             },
             "extras_bytes": self._extras_bytes(),
             "resident_bytes": self.resident_bytes(),
