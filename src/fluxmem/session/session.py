@@ -112,6 +112,8 @@ class StreamSession:
     ``cap_policy`` (``"cut"`` or ``"prefill"``, :data:`CAP_POLICIES`) says whether evicted frames
     are cut out of the cache in place or the remaining prefix is prefilled again (recurrent families
     always prefill again).
+    ``encode_only=True`` runs only the vision tower and the memory (``ask`` is refused): a server
+    reads the kept tokens with :meth:`kept_video` and answers with its own engine.
     ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
     held once, in the cache (its features and deepstack rows are released) unless ``keep_frames``
     or a recurrent cache under a cap needs them again (:attr:`holds_final`).
@@ -141,6 +143,7 @@ class StreamSession:
         keep_frames: bool = False,
         memory: str | Memory | None = None,
         cap_policy: str = "cut",
+        encode_only: bool = False,
         **memory_options,
     ) -> None:
         from ..adapters import get_state
@@ -174,7 +177,11 @@ class StreamSession:
         if isinstance(method, FluxMem):
             self.config = method.config
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
-        hf.check_model(self.ops.model, "the streaming session")
+        if encode_only:  # the language model may be absent (a meta-device shell): it never runs here
+            reuse_cache = False
+        else:
+            hf.check_model(self.ops.model, "the streaming session")
+        self.encode_only = bool(encode_only)
         method.check(temporal_patch_size=self.ops.temporal_patch_size)  # impossible settings fail now
         method.stream((1, 1), temporal_patch_size=self.ops.temporal_patch_size)  # whole-video methods refuse now
         if proactive and not method.tiered:
@@ -481,6 +488,8 @@ class StreamSession:
         unknown = set(generate_options) - set(_GENERATE_OPTIONS)
         if unknown:
             raise ConfigError(f"unsupported generate option(s) {sorted(unknown)}; the session supports {list(_GENERATE_OPTIONS)}.")
+        if self.encode_only:
+            raise ConfigError("this session was created with encode_only=True; it holds the memory but does not answer.")
         if reuse_cache and not self.reuse_cache:
             raise ConfigError("this session was created with reuse_cache=False; there is no cache to reuse.")
         if reuse_cache is False and not self.holds_final and self.num_steps:
@@ -592,6 +601,36 @@ class StreamSession:
         text = self._render(question, history, with_video=with_video)
         frames = torch.stack(self._frames) if with_video else None
         return self.ops.offline_inputs(text, frames, self.fps)
+
+    def prompt_text(self, question: str) -> str:
+        """The prompt text of ``question`` now (history included), the video as one placeholder."""
+        history = self._history if self.history_enabled else []
+        return self._render(question, history, with_video=self.num_steps > 0)
+
+    def kept_video(self) -> dict | None:
+        """The kept tokens now as ONE precomputed video (``None`` before the first grid step):
+        ``video_embeds`` ``[K, D']`` in sequence order (deepstack levels concatenated on the last
+        dimension), ``fluxmem_keep`` bool over the merged grid of every step so far (frames dropped
+        by the cap keep nothing, so the survivors keep their positions), ``video_grid_thw``
+        ``[1, 3]`` unmerged, and the grid steps' ``timestamps`` (seconds); needs the final frames'
+        features (``encode_only`` or ``reuse_cache=False`` sessions hold them)."""
+        steps = self.num_steps
+        if steps == 0:
+            return None
+        if not self.holds_final:
+            raise ConfigError("kept_video needs the final frames' features; create the session with encode_only=True.")
+        memory, merge = self._memory, int(self.model.config.vision_config.spatial_merge_size)
+        keep = torch.zeros(steps, memory.cells, dtype=torch.bool)
+        rows = []
+        for index in range(self._evicted, steps):
+            cells, features = memory.kept(index)
+            keep[index, cells.cpu()] = True
+            extras = self.ops.final_extras(memory.grid_hw, cells, memory.frames[index], self._step_extras[index])
+            rows.append(torch.cat([features.cpu(), *(level.cpu() for level in (extras.levels if extras else []))], -1))
+        height, width = memory.grid_hw
+        grid = torch.tensor([[steps * self.ops.temporal_patch_size, height * merge, width * merge]])
+        return {"video_embeds": torch.cat(rows), "video_grid_thw": grid, "fluxmem_keep": keep.reshape(-1),
+                "timestamps": list(self._step_times)}  # fmt: skip
 
     def offline_generate_options(self) -> dict:
         """``generate`` options that make the offline switch use this session's memory settings."""
