@@ -33,7 +33,7 @@ LAYERS = {
     "train": {"adapters", "errors", "inference", "inputs", "loading", "memory", "video", "memories"},
     "viz": {"adapters", "errors", "inference", "inputs", "memory", "video", "memories"},
     "demo": {"adapters", "errors", "inference", "inputs", "loading", "memory", "session", "video", "viz", "memories"},
-    "serving": {"adapters", "errors", "inputs", "memory", "video", "memories"},
+    "serving": {"adapters", "errors", "inputs", "memory", "video", "memories", "session"},
     "cli": {"adapters", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
             "serving", "session", "train", "video", "viz", "memories"},
     "testing": {"adapters", "errors", "memory", "testing_families", "memories"},

@@ -233,12 +233,19 @@ class StreamsMiddleware:
                 body.update(extra)
             return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-        if streaming:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})  # fmt: skip
-            await send({"type": "http.response.body", "body": chunk({"role": "assistant", "content": ""}), "more_body": True})
+        started = False
+
+        async def start() -> None:
+            nonlocal started
+            if streaming and not started:
+                started = True
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": chunk({"role": "assistant", "content": ""}), "more_body": True})
+
         try:
             async for output in engine.generate(prompt, params, request_id):
+                await start()
                 completion = output.outputs[0]
                 tokens += list(completion.token_ids)
                 text.append(completion.text)
@@ -247,9 +254,16 @@ class StreamsMiddleware:
                 cached = output.num_cached_tokens if output.num_cached_tokens is not None else cached
                 if streaming and completion.text:
                     await send({"type": "http.response.body", "body": chunk({"content": completion.text}), "more_body": True})
-        except (asyncio.CancelledError, OSError):
+        except (asyncio.CancelledError, OSError):  # the client left: stop the request
             await engine.abort(request_id)
             raise
+        except Exception as error:
+            cause = error.__cause__ or error
+            if started:
+                await send({"type": "http.response.body", "body": b"data: " + json.dumps({"error": {"message": str(cause)}}).encode() + b"\n\n"})
+                return
+            raise StreamError(500, f"the engine could not answer: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}") from None
+        await start()
         registry.record(stream, prompt_tokens, cached)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens), "total_tokens": prompt_tokens + len(tokens),
                  "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip

@@ -123,6 +123,8 @@ class StreamClient:
 
         import numpy as np
 
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:  # T x H x W x 3
+            frames = list(frames)
         if not isinstance(frames, (list, tuple)):
             frames, timestamps = [frames], [timestamps]
         items = []
@@ -146,6 +148,8 @@ class StreamClient:
                 if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
                 event = json.loads(line[len(b"data: "):])
+                if "error" in event:
+                    raise StreamServerError(500, event["error"].get("message", "the server failed mid-answer"))
                 piece = event["choices"][0]["delta"].get("content")
                 if piece:
                     text.append(piece)

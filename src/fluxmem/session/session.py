@@ -628,7 +628,7 @@ class StreamSession:
             extras = self.ops.final_extras(memory.grid_hw, cells, memory.frames[index], self._step_extras[index])
             rows.append(torch.cat([features.cpu(), *(level.cpu() for level in (extras.levels if extras else []))], -1))
         height, width = memory.grid_hw
-        grid = torch.tensor([[steps * self.ops.temporal_patch_size, height * merge, width * merge]])
+        grid = torch.tensor([[steps, height * merge, width * merge]])
         return {"video_embeds": torch.cat(rows), "video_grid_thw": grid, "fluxmem_keep": keep.reshape(-1),
                 "timestamps": list(self._step_times)}  # fmt: skip
 
