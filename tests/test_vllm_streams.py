@@ -54,7 +54,7 @@ def start_server(model_dir, port: int, log_path):
             *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in MEMORY.items()), []),
             "--max-stream-tokens", "64", "--max-streams", "3", "--max-frame-bytes", "100000", "--api-key", KEY,
             "--vllm-args", "--dtype float32 --enforce-eager --max-model-len 4096 --max-num-seqs 4 "
-            "--kv-cache-memory-bytes 268435456 --seed 0 --block-size 16"]  # fmt: skip
+            "--kv-cache-memory-bytes 268435456 --seed 0 --block-size 32"]  # fmt: skip
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
     log = open(log_path, "w")  # noqa: SIM115 - closed with the server
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -10,9 +10,9 @@ if TYPE_CHECKING:  # torch-heavy: imported when a command runs, never for --help
     from ..memory import FluxMemConfig
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, help="Hugging Face id or local directory of a Qwen-VL model")
+    group.add_argument("--model", required=required, help="Hugging Face id or local directory of a Qwen-VL model")
     group.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
     group.add_argument("--attn-implementation", default=None, help="sdpa, eager or flash_attention_2")

@@ -71,6 +71,7 @@ class ServerStream:
             "time": session["time"],
             "frames_received": self.frames_received,
             "frames_sampled": session["frames_sampled"],
+            "frames_pending": session["frames_pending"],
             "grid_steps": session["grid_steps"],
             "memory": session["memory"],
             "max_memory_tokens": self.session.max_memory_tokens,
