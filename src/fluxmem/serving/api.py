@@ -174,7 +174,7 @@ class StreamsMiddleware:
                 raise StreamError(400, 'push frames as {"frames": [{"timestamp": seconds, "image": base64 JPEG/PNG}, ...]}.')
             if len(frames) > limits.max_frames_per_push:
                 raise StreamError(413, f"{len(frames)} frames in one push exceed this server's limit of {limits.max_frames_per_push}.")
-            decoded = [decode_frame(item, limits) for item in frames]
+            decoded = await asyncio.to_thread(lambda: [decode_frame(item, limits) for item in frames])
             return await _reply(send, 200, await asyncio.to_thread(registry.push, stream, decoded))
         raise StreamError(404, f"no route {method} {path}; streams: POST {STREAMS}, POST {STREAMS}/ID/frames, GET or DELETE {STREAMS}/ID.")
 

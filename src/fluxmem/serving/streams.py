@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,10 @@ from ..errors import ConfigError, FluxMemError
 CAP_POLICY = "prefill"
 """vLLM 0.32 cannot drop tokens from a request's cached prefix in place: after the cap evicts, the
 next question prefills the remaining prefix again (``StreamSession(cap_policy="prefill")``)."""
+
+
+_ID = re.compile(r"stream-([0-9a-f]{8})-[0-9a-f]{12}")
+"""A stream id: ``stream-RUN-STREAM``, RUN naming the server run that opened it."""
 
 
 class StreamError(Exception):
@@ -158,8 +163,8 @@ class StreamRegistry:
             raise StreamError(400, f"max_memory_tokens may be at most this server's cap of {self.limits.max_memory_tokens}.")
         fps = options.get("fps", 1.0)
         temporal = self.encoder.temporal_patch_size
-        if isinstance(fps, (int, float)) and self.encoder.config.model_type in ("qwen2_5_vl", "qwen2_vl") and fps != temporal:
-            # vLLM 0.32 reads precomputed Qwen2-VL/Qwen2.5-VL videos at one second per grid step
+        if isinstance(fps, (int, float)) and self.encoder.config.model_type == "qwen2_5_vl" and fps != temporal:
+            # vLLM 0.32 reads precomputed Qwen2.5-VL videos at one second per grid step (its time-scaled positions)
             raise StreamError(400, f"this model's served streams sample at fps={temporal} (one second per grid step); open the stream with fps={temporal}.")
         memory_options = {**self.memory_defaults, **(options.get("memory_options") or {})}
         try:
@@ -183,7 +188,8 @@ class StreamRegistry:
         with self._lock:
             stream = self._streams.get(stream_id) if isinstance(stream_id, str) else None
         if stream is None:
-            if isinstance(stream_id, str) and stream_id.startswith("stream-") and not stream_id.startswith(f"stream-{self.run_id}-"):
+            run = _ID.fullmatch(stream_id) if isinstance(stream_id, str) else None
+            if run is not None and run.group(1) != self.run_id:
                 raise StreamError(404, f"stream {stream_id} was opened before this server restarted; its memory is gone: open a new stream.")
             raise StreamError(404, f"no open stream {stream_id!r} (closed, timed out or never opened): open a new stream.")
         stream.last_used = time.monotonic()

@@ -612,7 +612,8 @@ class StreamSession:
         ``video_embeds`` ``[K, D']`` in sequence order (deepstack levels concatenated on the last
         dimension), ``fluxmem_keep`` bool over the merged grid of every step so far (frames dropped
         by the cap keep nothing, so the survivors keep their positions), ``video_grid_thw``
-        ``[1, 3]`` unmerged, and the grid steps' ``timestamps`` (seconds); needs the final frames'
+        ``[1, 3]`` unmerged, and the grid steps' ``timestamps`` (seconds, as the processor computes
+them from the sampling rate: the mean time of a step's frames); needs the final frames'
         features (``encode_only`` or ``reuse_cache=False`` sessions hold them)."""
         steps = self.num_steps
         if steps == 0:
@@ -630,7 +631,7 @@ class StreamSession:
         height, width = memory.grid_hw
         grid = torch.tensor([[steps, height * merge, width * merge]])
         return {"video_embeds": torch.cat(rows), "video_grid_thw": grid, "fluxmem_keep": keep.reshape(-1),
-                "timestamps": list(self._step_times)}  # fmt: skip
+                "timestamps": [hf.step_seconds(i, self.fps, self.ops.temporal_patch_size) for i in range(steps)]}  # fmt: skip
 
     def offline_generate_options(self) -> dict:
         """``generate`` options that make the offline switch use this session's memory settings."""
