@@ -22,8 +22,21 @@ def test_ask_prints_answer_and_memory_line(tiny_model_dir, square_clip, capsys):
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     memory_line = out[-1]
-    assert memory_line.startswith("[memory] visual tokens 256 -> ")  # 8 grid steps x 4 x 8 cells
+    # 8 grid steps x 4 x 8 cells
+    assert memory_line.startswith("[memory] fluxmem:short_frames=4,medium_frames=4: visual tokens 256 -> ")
     assert "short 64/64" in memory_line and "mid " in memory_line and "long " in memory_line
+
+
+def test_ask_with_another_memory_method_and_a_budget(tiny_model_dir, square_clip, capsys):
+    code = main(["ask", str(square_clip), "What is moving?", "--model", str(tiny_model_dir), "--fps", "2",
+                 "--memory", "evs", "--budget", "0.25", "--max-new-tokens", "3", "--json", "--no-progress",
+                 "--min-pixels", "3136", "--max-pixels", "25088"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    memory = result["memory"]
+    assert (memory["method"], memory["budget"], memory["tokens"], memory["target"], memory["kept"]) == (
+        "evs:0.75", "0.25", 256, 64, 64)
+    assert memory["tiers"] is None
 
 
 def test_ask_json_and_baseline(tiny_model_dir, square_clip, capsys):
@@ -42,6 +55,9 @@ def test_ask_json_and_baseline(tiny_model_dir, square_clip, capsys):
         (["{clip}", "q", "--short-frames", "-4"], "must be >= 0"),
         (["{clip}", "   "], "question is empty"),
         (["{clip}", "q", "--fps", "0"], "fps must be > 0"),
+        (["{clip}", "q", "--memory", "nope"], "unknown memory method 'nope'"),
+        (["{clip}", "q", "--memory", "evs", "--short-frames", "4"], "--memory evs does not take them"),
+        (["{clip}", "q", "--budget", "2.5"], "fraction must lie in (0, 1]"),
     ],
 )
 def test_ask_bad_input_is_one_clear_line(tiny_model_dir, square_clip, args, message, capsys):

@@ -144,3 +144,24 @@ def test_stream_needs_a_model_or_a_server(tmp_path, capsys):
     assert "pass --model MODEL (or --server URL" in capsys.readouterr().err
     assert main(["stream", "clip.mp4", "--questions", str(questions), "--server", "http://127.0.0.1:9", "--history"]) == 2
     assert "local-session options; drop them with --server" in capsys.readouterr().err
+
+
+def test_another_memory_method_streams_as_its_session_and_a_budget_is_refused(workspace, capsys):
+    root, model, processor, video = workspace
+    questions = write_questions(root / "q-recent.jsonl", [{"time": 99, "question": "What is moving?"}])
+    out = root / "answers-recent.jsonl"
+    code = main(["stream", str(video), "--model", str(root / "model"), "--questions", str(questions), "--out", str(out),
+                 "--memory", "recent:4", "--max-new-tokens", "5", "--fps", "2", "--no-progress"])
+    assert code == 0
+    (line,) = read_lines(out)
+    session = StreamSession(model, processor, fps=2.0, memory="recent:4")
+    with open_source(str(video)) as source:
+        for frame, timestamp in source:
+            session.push(frame, timestamp)
+    assert line["answer"] == session.ask("What is moving?", max_new_tokens=5).text
+    assert (line["memory"]["method"], line["memory"]["kept"], line["memory"]["tiers"]) == ("recent:4", 2 * 16, None)
+    capsys.readouterr()
+    for extra, words in [(["--budget", "0.5"], "a live stream never has"), (["--memory", "evs"], "cannot run in a streaming session")]:
+        assert main(["stream", str(video), "--model", str(root / "model"), "--questions", str(questions), *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("fluxmem stream: error:") and words in error and "\n" not in error

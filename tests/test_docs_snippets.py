@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,10 @@ def short_clip(tmp_path_factory):
 @pytest.mark.parametrize("doc", [path for path in DOCS if snippets(path)], ids=lambda path: path.name)
 def test_every_snippet_runs_as_written(doc, tiny_model_dir, short_clip, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # relative outputs ("pictures/") land here
-    namespace = {"__name__": f"doc_{doc.stem}", **_reader_names()}
+    module = types.ModuleType(f"doc_{doc.stem}")  # a script's module exists: dataclasses look classes up there
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
+    namespace.update(_reader_names())
     for number, code in enumerate(snippets(doc)):
         source = _as_written(code, tiny_model_dir, short_clip)
         try:

@@ -348,6 +348,25 @@ def test_cli_smoke_config_runs(workspace, monkeypatch, capsys):
     assert summary["steps"] == 2 and (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
 
 
+def test_train_with_another_memory_method_records_and_reloads_it(workspace, monkeypatch, capsys):
+    from fluxmem import cli, get_state
+    from fluxmem.train import load_trained
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", ("train",))
+    out = workspace["base"] / "evs"
+    code = cli.main(["train", str(REPO / "configs/train/smoke_cpu.yaml"), "--model", workspace["model"],
+                     "--datasets", workspace["annotations"], "--output-dir", str(out), "--max_steps", "1",
+                     "--memory", "evs", "--budget", "0.5"])  # fmt: skip
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())["fluxmem"]
+    assert (saved["memory"], saved["budget"]) == ("evs:0.5", "0.5")
+    model, _ = load_trained(out)
+    state = get_state(model)
+    assert (state.method.spec, str(state.budget)) == ("evs:0.5", "0.5")
+    assert cli.main(["train", "--model", "m", "--datasets", "a.jsonl", "--memory", "vidcom3"]) == 2
+    assert "unknown memory method 'vidcom3'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ shipped configs
 def test_recipe_config_is_the_published_recipe():
     config = TrainConfig.from_yaml(REPO / "configs/train/qwen2_5_vl_7b_fluxmem.yaml")

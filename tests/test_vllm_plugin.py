@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from fluxmem import FluxMemConfig, compress
+import fluxmem.memories as memories
+from fluxmem import FluxMemConfig
+from fluxmem.memories.positions import restart_video
 from fluxmem.errors import ConfigError
 from fluxmem.testing import build_tiny_qwen2_5_vl, moving_square_frames
 from fluxmem.testing_families import build_tiny
@@ -95,11 +97,16 @@ def run_vllm(setup, fluxmem, prompts, **extra) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def hf_reference(setup, frames, config: FluxMemConfig | None, *, generate: bool = True, pixel_dtype=None,
+def hf_reference(setup, frames, config: FluxMemConfig | str | None, *, generate: bool = True, pixel_dtype=None,
                  image=None):  # fmt: skip
-    """Transformers (+ FluxMem when ``config``): keep masks, prompt length, greedy tokens and their
-    log-probabilities, for one prompt with one video (``frames``) or several (a list)."""
+    """Transformers (+ the memory when ``config``: FluxMem's settings or a method's spec): keep
+    masks, prompt length, greedy tokens and their log-probabilities, for one prompt with one video
+    (``frames``) or several (a list)."""
     import fluxmem
+
+    method = None
+    if config is not None:
+        method = memories.FluxMem.from_config(config) if isinstance(config, FluxMemConfig) else memories.get(config)
 
     model, processor = setup["model"], setup["processor"]
     clips = frames if isinstance(frames, list) else [frames]
@@ -126,18 +133,22 @@ def hf_reference(setup, frames, config: FluxMemConfig | None, *, generate: bool 
                     if k in inputs}  # fmt: skip
             positions = model.model.get_rope_index(inputs["input_ids"], **rope)[0][:, 0]
     kept_all = torch.ones(prompt_len, dtype=torch.bool)
-    if config is not None:
+    if method is not None:
         keep = []
         for features, (t, h, w) in zip(videos, inputs["video_grid_thw"].tolist()):
-            keep.append(compress(features, (t, h // 2, w // 2), config).keep)  # merge 2 in every tiny model
+            keep.append(method.compress(features, (t, h // 2, w // 2)).keep)  # merge 2 in every tiny model
             prompt_len -= int((~keep[-1]).sum())
-        kept_all[inputs["input_ids"][0] == model.config.video_token_id] = torch.cat(keep)
+        rows = (inputs["input_ids"][0] == model.config.video_token_id).nonzero().squeeze(1)
+        kept_all[rows] = torch.cat(keep)
+        if method.restarts_video:  # one video per prompt here
+            positions = positions.clone()
+            restart_video(positions, rows, keep[0].nonzero().squeeze(1))
         keep = keep if isinstance(frames, list) else keep[0]
     positions = positions[:, kept_all]
     if not generate:
         return {"keep": keep, "prompt_len": prompt_len, "positions": positions}
-    if config is not None:
-        fluxmem.enable(model, config)
+    if method is not None:
+        fluxmem.enable(model, memory=method)
     try:
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False, output_scores=True,
@@ -189,9 +200,10 @@ def assert_positions(result, got, ref, what: str) -> None:
     at the kept tokens), and decoding continues from the largest plus one."""
     entries = [e for e in result["positions"] if e["tokens"] == got["prompt_ids"]]
     assert entries, f"{what}: the engine computed no positions for this prompt"
-    positions = torch.tensor(entries[-1]["positions"])
-    assert torch.equal(positions, ref["positions"]), f"{what}: kept tokens are not at their original positions"
-    assert entries[-1]["delta"] == int(ref["positions"].max()) + 1 - got["prompt_len"]
+    # two videos that keep the same number of tokens give the same prompt ids: any of their entries
+    same = [e for e in entries if torch.equal(torch.tensor(e["positions"]), ref["positions"])]
+    assert same, f"{what}: kept tokens are not at their original positions"
+    assert same[-1]["delta"] == int(ref["positions"].max()) + 1 - got["prompt_len"]
 
 
 @requires_vllm
@@ -241,6 +253,28 @@ def test_fluxmem_in_vllm_equals_transformers(setup):
         assert_positions(result, with_image, ref, "image and video")
         assert with_image["tokens"] == ref["tokens"]
     assert memory[0]["keep"] != memory[1]["keep"]  # two different videos, two different decisions
+
+
+SPECS = [memories.get(name, **(SETTINGS if name.startswith("fluxmem") else {})).spec for name in memories.names()]
+
+
+@requires_vllm
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_memory_method_in_vllm_equals_transformers(setup, spec):
+    """The registry's methods through ``hf_overrides={"fluxmem": {"memory": spec}}``: vLLM's keep
+    masks, prompt lengths, positions and greedy tokens equal transformers' drop-in with the same
+    method (one keep-mask path for all of them)."""
+    if setup["family"] != "qwen2_5_vl":
+        pytest.skip("every method is checked on Qwen2.5-VL (one engine start per method); FluxMem on every family")
+    result = run_vllm(setup, {"memory": spec}, [[0], [1]])
+    for index, (frames, stats, got) in enumerate(zip(setup["videos"], result["memory"], result["requests"])):
+        ref = hf_reference(setup, frames, spec)
+        assert stats["method"] == spec
+        assert stats["keep"] == ref["keep"].nonzero().squeeze(1).tolist(), f"{spec}, video {index}: keep masks differ"
+        assert got["prompt_len"] == ref["prompt_len"]
+        assert_positions(result, got, ref, f"{spec}, video {index}")
+        assert got["tokens"] == ref["tokens"], f"{spec}, video {index}: greedy tokens differ"
+        np.testing.assert_allclose(got["logprobs"], ref["logprobs"], atol=LOGPROB_ATOL)
 
 
 @requires_vllm
@@ -304,6 +338,27 @@ def test_serve_command_line(capsys):
     assert "not --hf-overrides" in capsys.readouterr().err
     assert main(["serve", "/models/qwen", "--dry-run", "--short-frames", "-1"]) == 2
     assert "short_frames must be >= 0" in capsys.readouterr().err
+    # another memory method and a budget travel in the same override
+    assert main(["serve", "/models/qwen", "--memory", "evs", "--budget", "match:fluxmem", "--dry-run"]) == 0
+    overrides = json.loads(capsys.readouterr().out.strip().split("--hf-overrides ")[1].strip("'"))
+    assert overrides == {"fluxmem": {"memory": "evs:0.5", "budget": "match:fluxmem", "device": "cpu"}}
+    assert main(["serve", "/models/qwen", "--memory", "evs", "--short-frames", "4", "--dry-run"]) == 2
+    assert "--memory evs does not take them" in capsys.readouterr().err
+    assert main(["serve", "/models/qwen", "--memory", "vidcom3", "--dry-run"]) == 2
+    assert "unknown memory method 'vidcom3'" in capsys.readouterr().err
+
+
+def test_serving_settings_carry_the_method_and_the_budget():
+    from fluxmem.serving.settings import ServingSettings
+
+    settings = ServingSettings.from_dict({"memory": "fluxmem-no-sdc", "short_frames": 4, "budget": 0.5})
+    assert (settings.method.spec, settings.budget, settings.memory.short_frames) == ("fluxmem-no-sdc:short_frames=4", "0.5", 4)
+    assert ServingSettings.from_dict({"memory": "evs"}).to_dict() == {"memory": "evs:0.5", "device": "cpu"}
+    assert ServingSettings.from_dict(settings.to_dict()) == settings
+    for bad, words in [({"memory": "evs", "short_frames": 4}, "does not take them"), ({"memory": "nope"}, "unknown memory"),
+                       ({"budget": "0"}, ">= 1")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            ServingSettings.from_dict(bad)
 
 
 def test_memory_route_answers_the_recent_statistics():

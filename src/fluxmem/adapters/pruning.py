@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..memories import FluxMem, Memory, MemoryResult, MemoryStats
+from ..memories.positions import restart_video
 from ..memory import FluxMemConfig
 from .base import ModelAdapter, PreparedInputs, VideoSpan
 
@@ -157,28 +158,15 @@ def prune_prefill(
 
 
 def _restart_videos(positions, rope_deltas, results, attention_mask):
-    """Number each video's kept tokens as the video's first tokens: the kept steps of a method that
-    feeds them as the video (``recent:N``) sit where the stock model, given only those frames, puts
-    them. Text after the video follows the video when the model numbers it from the video's largest
-    position (else it stays); the rope deltas follow the sample's new largest position. Needs the
-    video's tokens in one block (Qwen2-VL, Qwen2.5-VL); a video split in blocks (Qwen3-VL: one
-    per step, with timestamps in text) keeps its positions."""
+    """:func:`fluxmem.memories.positions.restart_video` on each video of the batch; the rope deltas
+    follow each sample's new largest position. A video split in blocks (Qwen3-VL: one per step,
+    with timestamps in text) keeps its positions."""
     positions = positions.clone()
-    valid = attention_mask.bool().to(positions.device)
-    before = positions.masked_fill(~valid.unsqueeze(0), -1).amax(dim=(0, 2))  # per sample
+    valid = attention_mask.bool().to(positions.device).unsqueeze(0)
+    before = positions.masked_fill(~valid, -1).amax(dim=(0, 2))  # per sample
     for span, result in results:
-        rows = span.positions.to(positions.device)
-        if rows.numel() == 0 or int(rows[-1] - rows[0]) + 1 != rows.numel():
-            continue  # not one block
-        b, kept = span.batch_index, result.kept_index.to(positions.device)
-        old = positions[:, b, rows]
-        old_max = int(old.max())
-        positions[:, b, rows[kept]] = old[:, : kept.numel()]
-        new_max = int(positions[:, b, rows[kept]].max()) if kept.numel() else int(rows[0]) - 1
-        after = int(rows[-1]) + 1
-        if after < positions.shape[2] and bool(valid[b, after]) and bool((positions[:, b, after] == old_max + 1).all()):
-            positions[:, b, after:] -= old_max - new_max  # text numbered from the video's largest position
+        restart_video(positions[:, span.batch_index], span.positions.to(positions.device), result.kept_index.to(positions.device))
     if rope_deltas is not None:
-        now = positions.masked_fill(~valid.unsqueeze(0), -1).amax(dim=(0, 2))
-        rope_deltas = rope_deltas - (before - now).to(rope_deltas.device).view(-1, 1).to(rope_deltas.dtype)
+        now = positions.masked_fill(~valid, -1).amax(dim=(0, 2))
+        rope_deltas = rope_deltas - (before - now).to(rope_deltas.device, rope_deltas.dtype).view(-1, 1)
     return positions, rope_deltas

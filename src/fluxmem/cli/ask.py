@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..video import probe_video
 
     sampling = options.sampling_options(args)
-    options.memory_config(args)
+    options.memory_method(args)
     options.check_max_new_tokens(args.max_new_tokens)
     options.check_model_options(args)
     if not args.question.strip():
@@ -52,14 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_memory_line(memory: dict, timings_ms: dict, *, enabled: bool) -> str:
-    """One line: visual tokens before and after, per tier, and where the time went."""
+    """One line: visual tokens before and after (per tier for FluxMem), and where the time went."""
+    from ..memories import MemoryStats
+
     time_part = ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in timings_ms.items())
     if not enabled or not memory.get("videos"):
-        return f"[memory] FluxMem off | {time_part}"
-    tiers = " ".join(
-        f"{tier} {entry['kept']}/{entry['tokens']}" for tier, entry in memory["tiers"].items() if entry["frames"]
-    )
-    return (
-        f"[memory] visual tokens {memory['tokens']} -> {memory['kept']} "
-        f"({100 * memory['retained_fraction']:.1f}% kept) | {tiers} | memory {memory['memory_ms']:.1f} ms | {time_part}"
-    )
+        return f"[memory] off | {time_part}"
+    return f"{MemoryStats.from_dict(memory).line()} | {time_part}"

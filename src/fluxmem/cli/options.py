@@ -18,13 +18,23 @@ def add_model_options(parser: argparse.ArgumentParser, *, required: bool = True)
     group.add_argument("--attn-implementation", default=None, help="sdpa, eager or flash_attention_2")
 
 
-def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64) -> None:
+_FLUXMEM_FLAGS = ("short_frames", "medium_frames", "direct_drop_sim", "pair_sim_threshold")
+
+
+def add_memory_options(parser: argparse.ArgumentParser, *, short: int = 8, medium: int = 64, budget: bool = True) -> None:
     group = parser.add_argument_group("memory (FluxMem)")
+    group.add_argument("--memory", default=None, metavar="METHOD",
+                       help="memory method: fluxmem (default), recent:4, uniform:4, evs:0.5, ... (`fluxmem memories` lists them)")
+    if budget:
+        group.add_argument("--budget", default=None,
+                           help="visual tokens per video: a count (1200), a fraction (0.35) or match:fluxmem")
     group.add_argument("--short-frames", type=int, default=short, help="raw frames kept whole (default %(default)s)")
     group.add_argument("--medium-frames", type=int, default=medium, help="raw frames at TAS level (default %(default)s)")
     group.add_argument("--direct-drop-sim", type=float, default=0.8, help="TAS direct-drop similarity")
     group.add_argument("--pair-sim-threshold", type=float, default=None, help="fixed TAS threshold instead of Otsu")
     group.add_argument("--no-fluxmem", action="store_true", help="run the unmodified model (baseline)")
+    parser.set_defaults(fluxmem_flag_defaults={"short_frames": short, "medium_frames": medium, "direct_drop_sim": 0.8,
+                                               "pair_sim_threshold": None})  # fmt: skip
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, *, fps: float = 1.0, max_pixels: int | None = None) -> None:
@@ -47,6 +57,29 @@ def memory_config(args: argparse.Namespace) -> FluxMemConfig:
     )
 
 
+def memory_method(args: argparse.Namespace):
+    """``(method, budget)`` of ``--memory`` / ``--budget`` and the FluxMem flags: ``method`` is
+    ``None`` for plain FluxMem (its settings: :func:`memory_config`); FluxMem flags given with
+    another method are an error."""
+    from ..errors import ConfigError
+    from ..memories import Budget, FluxMem, get
+
+    config = memory_config(args)
+    budget = getattr(args, "budget", None)
+    budget = None if budget is None else Budget.parse(budget)
+    if args.memory is None:
+        return None, budget
+    method = get(args.memory)
+    defaults = getattr(args, "fluxmem_flag_defaults", {})
+    changed = [name for name in _FLUXMEM_FLAGS if name in defaults and getattr(args, name) != defaults[name]]
+    if isinstance(method, FluxMem):
+        method = method.replace(**{name: getattr(config, name) for name in changed})
+    elif changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise ConfigError(f"{flags} set FluxMem's memory; --memory {args.memory} does not take them (drop them, or use --memory fluxmem).")
+    return method, budget
+
+
 def sampling_options(args: argparse.Namespace, **extra) -> SamplingOptions:
     from ..inference import SamplingOptions
 
@@ -65,8 +98,9 @@ def load(args: argparse.Namespace):
     from ..loading import load_model
 
     config = memory_config(args)  # validate before loading anything heavy
+    method, budget = memory_method(args)
     check_model_options(args)
-    return load_model(
+    model, processor = load_model(
         args.model,
         device=args.device,
         dtype=args.dtype,
@@ -74,6 +108,11 @@ def load(args: argparse.Namespace):
         fluxmem=config,
         use_fluxmem=not args.no_fluxmem,
     )
+    if method is not None or budget is not None:
+        from ..adapters import install
+
+        install(model, config, default_active=not args.no_fluxmem, memory=method, budget=budget)
+    return model, processor
 
 
 def check_model_options(args: argparse.Namespace) -> None:

@@ -47,6 +47,7 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
     """The ``vllm serve`` command line for ``args``."""
     import shlex
 
+    from ..memories import FluxMem
     from ..serving.settings import ServingSettings
 
     extra = shlex.split(args.vllm_args or "")
@@ -59,7 +60,12 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
     if args.api_key:
         argv += ["--api-key", args.api_key]
     if not args.no_fluxmem:
-        settings = options.memory_config(args).to_dict()
+        method, budget = options.memory_method(args)
+        settings = options.memory_config(args).to_dict() if method is None or isinstance(method, FluxMem) else {}
+        if method is not None:
+            settings["memory"] = method.spec
+        if budget is not None:
+            settings["budget"] = str(budget)
         settings["device"] = args.encoder_device
         if args.encoder_dtype:
             settings["dtype"] = args.encoder_dtype

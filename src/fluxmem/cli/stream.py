@@ -105,6 +105,7 @@ def _check_out(path: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..memories import MemoryStats
     from ..session import StreamSession
     from ..video import open_source
 
@@ -125,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("pass --model MODEL (or --server URL to use a fluxmem serve server).")
     if args.server is not None and (args.proactive or args.history or args.no_cache_reuse or args.no_fluxmem):
         raise ConfigError("--proactive, --history, --no-cache-reuse and --no-fluxmem are local-session options; drop them with --server.")
+    method, budget = options.memory_method(args)
+    if budget is not None:
+        raise ConfigError("--budget is solved over a whole video, which a live stream never has; cap the tokens held with "
+                          "--max-memory-tokens, or pick a method's own setting (e.g. --memory recent:4).")  # fmt: skip
+    if method is not None and not method.causal:
+        method.stream((1, 1))  # a method that needs the whole video refuses now, before the model loads
+    if method is not None and args.no_fluxmem:
+        raise ConfigError(f"--no-fluxmem keeps every token; drop it to run --memory {method.spec} (or use --memory none).")
     if args.server is None:
         options.check_model_options(args)
     _check_out(args.out)
@@ -135,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
         with source:
             if args.server is not None:
-                session = _served_session(args, memory)
+                session = _served_session(args, memory, method)
             else:
                 session = None
                 model, processor = options.load(args)
@@ -154,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 gamma=args.gamma,
                 instruction=args.instruction,
                 instruction_max_new_tokens=args.max_new_tokens,
+                memory=method,
             )
             progress = args.out is not None and not args.no_progress
             counts = _stream(source, session, questions, args.max_new_tokens, out_file or sys.stdout, progress=progress)
@@ -165,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
         memory_stats = stats["memory"]
         print(
             f"[stream] {counts['frames']} frames ({stats['grid_steps']} grid steps) up to {counts['until']:.1f} s, "
-            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | visual tokens {memory_stats['tokens']} -> "
-            f"{memory_stats['kept']} ({100 * memory_stats['retained_fraction']:.1f}% kept)",
+            f"{counts['answers']} answers, {counts['events']} events -> {args.out} | "
+            + MemoryStats.from_dict(memory_stats).line().removeprefix("[memory] "),
             file=sys.stderr,
         )
     if isinstance(session, _ServedSession):
@@ -209,11 +219,12 @@ class _ServedSession:
         return self.client.stats()
 
 
-def _served_session(args, memory) -> _ServedSession:
+def _served_session(args, memory, method) -> _ServedSession:
     from ..serving import StreamClient
 
     client = StreamClient(args.server, api_key=args.api_key)
-    client.open(fps=args.fps, memory_options=memory.to_dict(), max_memory_tokens=args.max_memory_tokens)
+    client.open(fps=args.fps, memory=None if method is None else method.spec, memory_options=memory.to_dict(),
+                max_memory_tokens=args.max_memory_tokens)  # fmt: skip
     return _ServedSession(client, args.fps)
 
 

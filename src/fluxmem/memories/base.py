@@ -117,13 +117,14 @@ class Memory:
     # ------------------------------------------------------------- the template
     @property
     def spec(self) -> str:
-        """The string :func:`fluxmem.memories.get` turns back into this method."""
-        changed = [f for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
-        if not changed:
+        """The string :func:`fluxmem.memories.get` turns back into this method: the options that
+        differ from the defaults, and the positional one always (``recent:4``, ``evs:0.5``)."""
+        shown = [f for f in dataclasses.fields(self) if getattr(self, f.name) != f.default or f.name == self.positional]
+        if not shown:
             return self.name
-        if [f.name for f in changed] == [self.positional]:
+        if [f.name for f in shown] == [self.positional]:
             return f"{self.name}:{getattr(self, self.positional)}"
-        return self.name + ":" + ",".join(f"{f.name}={getattr(self, f.name)}" for f in changed)
+        return self.name + ":" + ",".join(f"{f.name}={getattr(self, f.name)}" for f in shown)
 
     def options(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -143,7 +144,8 @@ class Memory:
             return self.replace(**{self.knob: value}).count(grid_thw, temporal_patch_size=temporal_patch_size)
 
         values = self.knob_values(grid_thw, temporal_patch_size=temporal_patch_size)
-        return self.replace(**{self.knob: solve(count, target, values)}), target
+        t, h, w = grid_thw
+        return self.replace(**{self.knob: solve(count, target, values, total=t * h * w)}), target
 
     def compress(self, features: torch.Tensor, grid_thw, *, temporal_patch_size: int = 2, budget=None) -> MemoryResult:
         """Run the method on one video: ``[T*H*W, D]`` features, merged grid ``(T, H, W)``.

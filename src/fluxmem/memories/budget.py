@@ -69,14 +69,19 @@ class Budget:
         return get(str(self.value)).compress(features, grid_thw, temporal_patch_size=temporal_patch_size).kept_tokens
 
 
-def solve(count, target: int, candidates=None):
+def solve(count, target: int, candidates=None, *, total: int | None = None):
     """The knob value whose ``count(value)`` is closest to ``target`` (ties: the smaller count).
 
     ``candidates``: the values of an integer knob, any order; ``None``: a rate in ``[0, 1)`` on which
-    ``count`` does not increase, solved by bisection to the float (closed forms are cheap).
+    ``count`` does not increase: ``1 - target / total`` when it hits the target (the rate a reader
+    expects), else solved by bisection to the float (closed forms are cheap).
     """
     if candidates is not None:
         return min(candidates, key=lambda v: (abs(count(v) - target), count(v)))
+    if total:
+        plain = 1.0 - target / total
+        if 0.0 <= plain < 1.0 and count(plain) == target:
+            return plain
     lo, hi = 0.0, math.nextafter(1.0, 0.0)  # count(lo) >= count(hi)
     if count(lo) <= target:
         return lo

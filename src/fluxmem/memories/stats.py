@@ -58,6 +58,14 @@ class MemoryStats:
                 total.tiers = add_tiers(total.tiers or {}, part.tiers)
         return total
 
+    @classmethod
+    def from_dict(cls, data: dict) -> MemoryStats:
+        """Back from :meth:`to_dict` (a record, a JSON line)."""
+        names = ("tokens", "kept", "videos", "method", "budget", "target", "tiers", "memory_ms")
+        fields = {name: data[name] for name in names if name in data}
+        extra = {k: v for k, v in data.items() if k not in names and k != "retained_fraction"}
+        return cls(**fields, extra=extra)
+
     def to_dict(self) -> dict:
         out = {
             "videos": self.videos,

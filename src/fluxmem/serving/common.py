@@ -26,6 +26,7 @@ import threading
 import torch
 
 from ..errors import InputError
+from ..memories.positions import restart_video
 from .settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class ProcessorMixin:
             keep = torch.ones(sum(sizes), dtype=torch.bool)
             embeds = torch.zeros(sum(sizes), hidden, dtype=self.info.ctx.model_config.dtype)
         else:
-            videos = self.fluxmem_encoder().compress_videos(pixels, grid, settings.memory)
+            videos = self.fluxmem_encoder().compress_videos(pixels, grid, settings.method, settings.budget)
             for video in videos:
                 _record(video.stats(), video.keep)
             keep = torch.cat([video.keep for video in videos])
@@ -248,6 +249,15 @@ class ModelMixin:
             return super().get_mrope_input_positions(input_tokens, mm_features)
         tokens, features, kept_index = self.fluxmem_expand(list(input_tokens), mm_features)
         positions, _ = super().get_mrope_input_positions(tokens, features)
+        settings = ServingSettings.from_hf_config(self.config)
+        if settings is not None and settings.method.restarts_video:  # recent:N: the kept steps are the video
+            positions = positions.clone()
+            for feature in features:
+                keep = feature.data.get(KEEP) if feature.modality == "video" and feature.data is not None else None
+                if keep is not None and keep.data.numel() == feature.mm_position.length:  # one block (not Qwen3-VL's)
+                    offset = feature.mm_position.offset
+                    rows = torch.arange(offset, offset + feature.mm_position.length)
+                    restart_video(positions, rows, keep.data.reshape(-1).bool().nonzero().squeeze(1))
         positions = positions[:, torch.as_tensor(kept_index)]
         delta = int(positions.max()) + 1 - len(input_tokens)
         return positions, delta

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, InputError
-from ..memory import CompressResult, FluxMemConfig, compress
+from ..memories import FluxMem, Memory, MemoryResult
+from ..memory import FluxMemConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,27 +34,18 @@ _ENCODERS: dict[tuple[str, str, str], VisionEncoder] = {}
 
 @dataclass
 class VideoMemory:
-    """One video after the encoder and FluxMem."""
+    """One video after the encoder and the memory."""
 
     keep: torch.Tensor  # bool [T*H*W] over the merged grid
     embeds: torch.Tensor  # [K, D'] kept tokens (D' = D * (1 + deepstack levels) for Qwen3-VL)
     grid_thw: tuple[int, int, int]  # merged grid
-    result: CompressResult
+    result: MemoryResult
     encode_ms: float
     memory_ms: float
 
     def stats(self) -> dict:
-        tokens = self.keep.numel()
-        kept = int(self.keep.sum())
-        return {
-            "grid_thw": list(self.grid_thw),
-            "tokens": tokens,
-            "kept": kept,
-            "retained_fraction": kept / max(1, tokens),
-            "tiers": self.result.tier_counts(),
-            "encode_ms": round(self.encode_ms, 3),
-            "memory_ms": round(self.memory_ms, 3),
-        }
+        self.result.memory_ms = self.memory_ms
+        return self.result.stats(grid_thw=list(self.grid_thw), encode_ms=round(self.encode_ms, 3)).to_dict()
 
 
 def _checkpoint_files(path: Path) -> list[Path]:
@@ -141,9 +133,12 @@ class VisionEncoder:
         return per_video
 
     def compress_videos(
-        self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor, config: FluxMemConfig
+        self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor, memory: Memory | FluxMemConfig,
+        budget=None,
     ) -> list[VideoMemory]:
-        """Encode every video of a processor output and run FluxMem on each one on its own."""
+        """Encode every video of a processor output and run the memory on each one on its own."""
+        if isinstance(memory, FluxMemConfig):
+            memory = FluxMem.from_config(memory)
         from ..memory import merge_kept
 
         out: list[VideoMemory] = []
@@ -160,7 +155,7 @@ class VisionEncoder:
             encode_ms = (time.perf_counter() - start) * 1000
             merged_grid = (t, h // self.merge, w // self.merge)
             start = time.perf_counter()
-            result = compress(features, merged_grid, config, temporal_patch_size=self.temporal_patch_size)
+            result = memory.compress(features, merged_grid, temporal_patch_size=self.temporal_patch_size, budget=budget)
             # the kept rows only, anchors carrying their cluster means (no full-size copy)
             parts = [merge_kept(result, features)]
             if levels is not None:

@@ -1,4 +1,9 @@
-"""FluxMem's settings inside vLLM: ``hf_overrides={"fluxmem": {...}}``, validated once."""
+"""FluxMem's settings inside vLLM: ``hf_overrides={"fluxmem": {...}}``, validated once.
+
+``{"memory": "evs:0.6", "budget": "match:fluxmem"}`` picks another memory method and a token
+budget (``fluxmem.memories``); FluxMem's own parameters (``short_frames``...) apply to FluxMem and
+its ablations.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
+from ..memories import Budget, FluxMem, Memory
+from ..memories import get as get_memory
 from ..memory import FluxMemConfig
 
-SERVING_KEYS = ("device", "dtype")
+SERVING_KEYS = ("memory", "budget", "device", "dtype")
 """Keys of the ``fluxmem`` override that are not memory parameters."""
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -26,6 +33,16 @@ class ServingSettings:
     memory: FluxMemConfig = field(default_factory=FluxMemConfig)
     device: str = "cpu"
     dtype: str | None = None
+    method_spec: str | None = None
+    """The memory method (``None``: FluxMem with :attr:`memory`)."""
+    budget: str | None = None
+
+    @property
+    def method(self) -> Memory:
+        """The memory method every video of this model goes through."""
+        if self.method_spec is None:
+            return FluxMem.from_config(self.memory)
+        return get_memory(self.method_spec)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ServingSettings:
@@ -47,11 +64,26 @@ class ServingSettings:
         dtype = data.get("dtype")
         if dtype is not None and str(dtype).removeprefix("torch.") not in DTYPES:
             raise ConfigError(f"FluxMem setting dtype={dtype!r} is not one of {', '.join(DTYPES)} (or omit it).")
-        return cls(
-            memory=FluxMemConfig(**{k: data[k] for k in memory_keys if k in data}),
+        given = {k: data[k] for k in memory_keys if k in data}
+        memory = FluxMemConfig(**given)
+        spec, budget = data.get("memory"), data.get("budget")
+        if spec is not None:
+            method = get_memory(spec)  # an unknown method fails here, before vLLM starts
+            if not isinstance(method, FluxMem) and given:
+                raise ConfigError(f"{', '.join(given)} are FluxMem settings; memory={spec!r} does not take them.")
+            if isinstance(method, FluxMem):
+                method = method.replace(**given)
+                memory = method.config
+            spec = method.spec
+        settings = cls(
+            memory=memory,
             device=device,
             dtype=None if dtype is None else str(dtype).removeprefix("torch."),
+            method_spec=spec,
+            budget=None if budget is None else str(Budget.parse(budget)),
         )
+        settings.method  # FluxMem settings that make no sense fail now
+        return settings
 
     @classmethod
     def from_hf_config(cls, hf_config) -> ServingSettings | None:
@@ -62,7 +94,11 @@ class ServingSettings:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        out = self.memory.to_dict()
+        out = self.memory.to_dict() if isinstance(self.method, FluxMem) else {}
+        if self.method_spec is not None:
+            out["memory"] = self.method_spec
+        if self.budget is not None:
+            out["budget"] = self.budget
         out["device"] = self.device
         if self.dtype is not None:
             out["dtype"] = self.dtype

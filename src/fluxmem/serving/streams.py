@@ -134,8 +134,10 @@ class StreamRegistry:
     """The open streams of one server run, their limits and their encoder."""
 
     def __init__(self, model: str, *, encoder, processor, memory_defaults: dict | None = None,
-                 limits: StreamLimits | None = None) -> None:  # fmt: skip
+                 default_memory: str | None = None, limits: StreamLimits | None = None) -> None:  # fmt: skip
         self.model = model
+        self.default_memory = default_memory
+        """The server's memory method (``None``: FluxMem), for streams that name none."""
         self.encoder = encoder
         self.processor = processor
         self.memory_defaults = dict(memory_defaults or {})
@@ -167,11 +169,12 @@ class StreamRegistry:
             # vLLM 0.32 reads precomputed Qwen2.5-VL videos at one second per grid step (its time-scaled positions)
             raise StreamError(400, f"this model's served streams sample at fps={temporal} (one second per grid step); open the stream with fps={temporal}.")
         memory_options = {**self.memory_defaults, **(options.get("memory_options") or {})}
+        memory = options.get("memory", self.default_memory)
         try:
             session = StreamSession(
                 self.encoder.model, self.processor, fps=fps, system=options.get("system"), max_memory_tokens=cap,
-                memory=options.get("memory"), cap_policy=CAP_POLICY, encode_only=True,
-                **(memory_options if options.get("memory") in (None, "fluxmem") else {}),
+                memory=memory, cap_policy=CAP_POLICY, encode_only=True,
+                **(memory_options if memory is None or str(memory).startswith("fluxmem") else {}),
             )  # fmt: skip
         except FluxMemError as error:
             raise StreamError(400, str(error)) from None
@@ -280,4 +283,4 @@ def registry_for(vllm_config, limits: StreamLimits | None = None) -> StreamRegis
     encoder = get_encoder(model_config.model, device=settings.device, dtype=dtype, revision=getattr(model_config, "revision", None))
     processor = AutoProcessor.from_pretrained(model_config.model, revision=getattr(model_config, "revision", None))
     return StreamRegistry(model_config.model, encoder=encoder, processor=processor,
-                          memory_defaults=settings.memory.to_dict(), limits=limits)  # fmt: skip
+                          memory_defaults=settings.memory.to_dict(), default_memory=settings.method_spec, limits=limits)  # fmt: skip

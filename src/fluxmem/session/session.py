@@ -446,7 +446,9 @@ class StreamSession:
             block = self._segment(index)
             blocks.append(block)
             spans.append((index, block.embeds.shape[0]))
-        self.ops.forward_block(Block.join(blocks), self._cache)
+        joined = Block.join(blocks)
+        if joined.embeds.shape[0]:  # final steps may keep nothing (recent:N drops whole steps)
+            self.ops.forward_block(joined, self._cache)
         self._cached_spans.extend(spans)
         self._cached_frames = final
         if not self.holds_final:  # in the cache now: hold them once, there

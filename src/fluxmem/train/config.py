@@ -104,6 +104,10 @@ class TrainConfig:
     medium_frames: int = 64
     direct_drop_sim: float | None = 0.8
     pair_sim_threshold: float | None = None
+    memory: str | None = None
+    """Memory method in the forward pass (``fluxmem memories``: recent:4, evs:0.5...; unset = FluxMem with the settings above)."""
+    budget: str | int | float | None = None
+    """Token budget per video: a count (1200), a fraction (0.35) or match:METHOD; unset = the method's own."""
 
     # --- what to train
     tune_llm: bool = True
@@ -175,6 +179,7 @@ class TrainConfig:
         if not (self.tune_llm or self.tune_merger or self.tune_vision or self.lora):
             raise ConfigError("nothing to train: set tune_llm, tune_merger, tune_vision or lora to true.")
         self.memory_config()  # validates short_frames / medium_frames / similarities
+        self.memory_method()  # an unknown method or a bad budget fails now, in one line
 
     def require_runnable(self) -> None:
         """Checks that only matter when training starts (a config may be built piece by piece)."""
@@ -209,9 +214,22 @@ class TrainConfig:
             pair_sim_threshold=self.pair_sim_threshold,
         )
 
+    def memory_method(self):
+        """``(method, budget)``: the memory method (``None``: FluxMem with :meth:`memory_config`) and budget."""
+        from ..memories import Budget, get
+
+        method = None if self.memory is None else get(self.memory)
+        return method, None if self.budget is None else Budget.parse(self.budget)
+
     def fluxmem_record(self) -> dict:
         """What a saved model records under ``config.fluxmem`` (read back by ``fluxmem.loading``)."""
-        return {**self.memory_config().to_dict(), "use_fluxmem": self.use_fluxmem}
+        record = {**self.memory_config().to_dict(), "use_fluxmem": self.use_fluxmem}
+        method, budget = self.memory_method()
+        if method is not None:
+            record["memory"] = method.spec
+        if budget is not None:
+            record["budget"] = str(budget)
+        return record
 
     def dataset_specs(self) -> list[DatasetSpec]:
         return [DatasetSpec.parse(entry, self.data_root) for entry in self.datasets]

@@ -54,7 +54,8 @@ def load_for_training(config: TrainConfig):
     processor = AutoProcessor.from_pretrained(config.model)
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    install(model, config.memory_config(), default_active=config.use_fluxmem)
+    method, budget = config.memory_method()
+    install(model, config.memory_config(), default_active=config.use_fluxmem, memory=method, budget=budget)
     model.config.fluxmem = config.fluxmem_record()
     model.config.use_cache = False
     model = prepare_parameters(model, config)
@@ -210,7 +211,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
         model, processor = load_model(path, device=device, dtype=dtype, use_fluxmem=True)
         saved = getattr(model.config, "fluxmem", None) or {}
         active = saved.get("use_fluxmem", True) if use_fluxmem is None else use_fluxmem
-        install(model, FluxMemConfig.from_dict(saved), default_active=active)
+        install(model, FluxMemConfig.from_dict(saved), default_active=active, memory=saved.get("memory"), budget=saved.get("budget"))
         return model, processor
     from peft import PeftModel
 
@@ -223,7 +224,7 @@ def load_trained(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "
         model = PeftModel.from_pretrained(model, str(path))
     model.eval()
     active = saved.get("use_fluxmem", True) if use_fluxmem is None else use_fluxmem
-    install(model, FluxMemConfig.from_dict(saved), default_active=active)
+    install(model, FluxMemConfig.from_dict(saved), default_active=active, memory=saved.get("memory"), budget=saved.get("budget"))
     if (path / "preprocessor_config.json").is_file() or (path / "processor_config.json").is_file():
         from transformers import AutoProcessor
 
