@@ -40,7 +40,9 @@ MEMORY = {"short_frames": 4, "medium_frames": 8}
 # The tiny random towers give nearly parallel features for all frames: without the direct drop the
 # memory keeps different, partial sets per frame (as in test_vllm_plugin.py).
 STREAM_MEMORY = {**MEMORY, "direct_drop_sim": None}
-CAP = 48
+# The cap per family: Qwen2.5-VL's binds within the stream (answers compared after evictions);
+# Qwen3-VL's holds every frame of it (answers compared with long-term frames, before any eviction).
+CAP = {"qwen2_5_vl": 96, "qwen3_vl": 256}
 FPS = 2.0
 KEY = "test-key"
 MAX_TOKENS = 6
@@ -59,7 +61,7 @@ def _free_port() -> int:
 def start_server(model_dir, port: int, log_path):
     argv = [sys.executable, "-m", "fluxmem", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
             *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in MEMORY.items()), []),
-            "--max-stream-tokens", "64", "--max-streams", "3", "--max-frame-bytes", "100000", "--api-key", KEY,
+            "--max-stream-tokens", "256", "--max-streams", "3", "--max-frame-bytes", "100000", "--api-key", KEY,
             "--vllm-args", "--dtype float32 --enforce-eager --max-model-len 4096 --max-num-seqs 4 "
             "--kv-cache-memory-bytes 268435456 --seed 0 --block-size 32"]  # fmt: skip
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
@@ -108,14 +110,14 @@ def client(url):
 def test_served_streams_answer_as_the_session_two_streams_interleaved(server):
     from fluxmem.session import StreamSession
 
-    videos = [moving_square_frames(40, square=56), moving_square_frames(40, square=56, seed=1)]
-    sessions = [StreamSession(server["model"], server["processor"], fps=FPS, max_memory_tokens=CAP, cap_policy="prefill",
+    videos = [moving_square_frames(48, square=56), moving_square_frames(48, square=56, seed=1)]
+    sessions = [StreamSession(server["model"], server["processor"], fps=FPS, max_memory_tokens=CAP[server["family"]], cap_policy="prefill",
                               system=SYSTEM, **STREAM_MEMORY) for _ in videos]  # fmt: skip
     clients = [client(server["url"]) for _ in videos]
     for c in clients:
-        c.open(fps=FPS, memory_options={"direct_drop_sim": None}, max_memory_tokens=CAP, system=SYSTEM)
+        c.open(fps=FPS, memory_options={"direct_drop_sim": None}, max_memory_tokens=CAP[server["family"]], system=SYSTEM)
     compared, evicted, with_long = 0, 0, 0
-    for start in range(0, 40, 4):
+    for start in range(0, 48, 4):
         for c, session, frames in zip(clients, sessions, videos):
             chunk = list(range(start, start + 4))
             pushed = c.push([frames[i] for i in chunk], [i / FPS for i in chunk])
@@ -169,6 +171,8 @@ def test_faults(server):
 
     url, frames = server["url"], moving_square_frames(8, square=56)
     c = client(url)
+    for left in c._call("GET", "/v1/streams")["streams"]:  # streams an earlier failure left open
+        c._call("DELETE", f"/v1/streams/{left['id']}")
     assert _error(lambda: StreamClient(url, timeout=60).open(fps=FPS)).status == 401  # no API key
     stream_id = c.open(fps=FPS)
     # unknown and closed streams: 404 and one line
