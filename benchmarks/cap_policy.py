@@ -4,7 +4,7 @@
 frames keep the keys/values they were given while the evicted frames were still there.
 ``cap_policy="prefill"`` computes the remaining prefix again, so its answers equal a full prefill
 of the kept tokens (what ``fluxmem serve``'s streams answer). Both sessions see the same frames
-(a moving square on a random tiny model, or the real clip ``--clip``) and are asked the same
+(a moving square on a random tiny model) and are asked the same
 question every ``--every`` seconds of stream time; the script prints the fraction of answers
 (greedy, ``--tokens`` tokens) and of first tokens that differ once the cap has evicted.
 

@@ -166,7 +166,7 @@ def long_phase(url, args, frames) -> dict:
             t += 16.0
         ms, last = answer_times()
         marks[minute] = {"answer_ms": round(ms, 1), "prompt_tokens": last["usage"]["prompt_tokens"],
-                         "kept_tokens": last["memory"]["kept"], "evicted_steps": last["memory"]["extra"]["evicted_frames"]}  # fmt: skip
+                         "kept_tokens": last["memory"].get("kept"), "evicted_steps": last["memory"].get("evicted_frames")}  # fmt: skip
     client.close()
     first, end = marks[1.0], marks[args.long_minutes]
     return {"minutes": args.long_minutes, "ingest_wall_s": round(time.monotonic() - started, 1), "at_minute_1": first,
