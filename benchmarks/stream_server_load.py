@@ -120,11 +120,14 @@ def load_phase(url, pid, args, frames) -> dict:
         except Exception as error:  # noqa: BLE001 - reported below
             with lock:
                 errors.append(f"stream {index}: {error}")
-        finally:
+        try:
             stats = client.stats()
             with lock:
                 prefix.append(stats["prefix_cache"])
             client.close()
+        except Exception as error:  # noqa: BLE001 - reported below
+            with lock:
+                errors.append(f"stream {index} at the end: {error}")
 
     prefix: list[dict] = []
     threads = [threading.Thread(target=run, args=(i,)) for i in range(args.streams)]
@@ -210,8 +213,9 @@ def main() -> None:
           f"prefix-cache hit rate {load['prefix_hit_rate']} ({load['cached_tokens']}/{load['prompt_tokens']} prompt tokens); "
           f"errors {len(load['errors'])}")
     print("server RSS (s, MiB): " + ", ".join(f"{t}:{m}" for t, m in load["server_rss_mib"]))
+    end = long["at_minute_{:g}".format(long["minutes"])]
     print(f"long stream ({long['minutes']:g} simulated minutes, ingested in {long['ingest_wall_s']} s): answer at minute 1 "
-          f"{long['at_minute_1']}, at the end {long[f'at_minute_{long['minutes']:g}']}; ratio {long['ratio']}")
+          f"{long['at_minute_1']}, at the end {end}; ratio {long['ratio']}")
     if load["errors"]:
         print("errors:", *load["errors"][:5], sep="\n  ")
     if args.out:

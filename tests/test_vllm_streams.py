@@ -260,4 +260,17 @@ def test_restart_tells_clients_their_streams_are_gone(server):
     server["process"], url = start_server(server["root"] / "model", port, server["root"] / "server-restarted.log")
     error = _error(lambda: c.ask(QUESTION))
     assert error.status == 404 and "before this server restarted" in str(error)
+    # the first requests after a start arrive together: they share one registry (one server run)
+    import threading
+
+    fresh = [client(url) for _ in range(3)]
+    threads = [threading.Thread(target=f.open, kwargs={"fps": FPS}) for f in fresh]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({f.stream_id.split("-")[1] for f in fresh}) == 1
+    for f in fresh:
+        assert f.stats()["frames_received"] == 0
+        f.close()
     assert _error(lambda: c.push(moving_square_frames(4, square=56)[1], 0.5)).status == 404

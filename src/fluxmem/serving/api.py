@@ -95,8 +95,11 @@ class StreamsMiddleware:
     ``"stream": true``). Every other request goes to vLLM untouched."""
 
     def __init__(self, app) -> None:
+        import asyncio
+
         self.app = app
         self._registry = None
+        self._registry_lock = asyncio.Lock()  # concurrent first requests build ONE registry
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
@@ -128,14 +131,15 @@ class StreamsMiddleware:
             raise StreamError(401, "this server needs an API key: send Authorization: Bearer KEY.")
 
     async def registry(self, scope):
-        if self._registry is None:
-            import asyncio
-            import os
+        async with self._registry_lock:
+            if self._registry is None:
+                import asyncio
+                import os
 
-            from .streams import StreamLimits, registry_for
+                from .streams import StreamLimits, registry_for
 
-            limits = StreamLimits(**json.loads(os.environ.get(LIMITS_ENV) or "{}"))
-            self._registry = await asyncio.to_thread(registry_for, scope["app"].state.vllm_config, limits)
+                limits = StreamLimits(**json.loads(os.environ.get(LIMITS_ENV) or "{}"))
+                self._registry = await asyncio.to_thread(registry_for, scope["app"].state.vllm_config, limits)
         return self._registry
 
     async def _route(self, scope, receive, send, path):
