@@ -183,6 +183,16 @@ def test_served_streams_answer_as_the_session_two_streams_interleaved(server):
         c.close()
 
 
+def test_serve_command_line_carries_the_streams(capsys):
+    from fluxmem.cli import main
+
+    assert main(["serve", "/models/qwen", "--api-key", "k", "--dry-run"]) == 0
+    line = capsys.readouterr().out
+    assert "--middleware fluxmem.serving.api.StreamsMiddleware --enable-mm-embeds" in line and "--api-key k" in line
+    assert main(["serve", "/models/qwen", "--max-streams", "0", "--dry-run"]) == 2
+    assert "--max-streams must be positive, got 0" in capsys.readouterr().err
+
+
 def _error(call):
     from fluxmem.serving.client import StreamServerError
 

@@ -70,9 +70,9 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
         if args.encoder_dtype:
             settings["dtype"] = args.encoder_dtype
         ServingSettings.from_dict(settings)  # one clear error before vLLM starts
-        argv += ["--hf-overrides", json.dumps({"fluxmem": settings}),
-                 # streams send their kept tokens as precomputed embeddings
-                 "--middleware", "fluxmem.serving.api.StreamsMiddleware", "--enable-mm-embeds"]
+        # live streams (their kept tokens travel as precomputed embeddings), then the settings
+        argv += ["--middleware", "fluxmem.serving.api.StreamsMiddleware", "--enable-mm-embeds",
+                 "--hf-overrides", json.dumps({"fluxmem": settings})]
     return argv + extra
 
 
@@ -81,9 +81,11 @@ def stream_limits(args: argparse.Namespace) -> dict:
     limits = {"max_streams": args.max_streams, "idle_timeout_s": args.stream_idle_timeout,
               "max_memory_tokens": args.max_stream_tokens, "max_frame_bytes": args.max_frame_bytes,
               "max_frames_per_push": args.max_frames_per_push}  # fmt: skip
+    flags = {"max_streams": "--max-streams", "idle_timeout_s": "--stream-idle-timeout", "max_memory_tokens": "--max-stream-tokens",
+             "max_frame_bytes": "--max-frame-bytes", "max_frames_per_push": "--max-frames-per-push"}  # fmt: skip
     for name, value in limits.items():
         if value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+            raise ConfigError(f"{flags[name]} must be positive, got {value}.")
     return limits
 
 
