@@ -275,3 +275,12 @@ def test_whole_video_methods_refuse_to_stream_in_one_line(name):
     with pytest.raises(ConfigError) as error:
         memories.get(name).stream((3, 4))
     assert "cannot run in a streaming session" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_memories_command_lists_every_method_with_its_line(capsys):
+    from fluxmem.cli import main
+
+    assert main(["memories"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == memories.names()
+    assert all(summary in line for line, (_, summary) in zip(lines, memories.describe()))

@@ -149,3 +149,37 @@ def test_bad_memory_options_fail_in_one_line(tiny, video_inputs):
         _generate(model, video_inputs, memory="recent:3")
     with pytest.raises(ConfigError, match="scene-change signal"):
         StreamSession(model, processor, memory="recent:4", proactive=True)
+
+
+# ------------------------------------------------------------------ the block-per-step families
+_FAMILY_MODELS: dict = {}
+
+
+def _family(family):
+    from fluxmem.testing_families import build_tiny
+
+    if family not in _FAMILY_MODELS:
+        model, processor = build_tiny(family)
+        fluxmem.enable(model, **FLUXMEM)
+        _FAMILY_MODELS[family] = (model, processor)
+    return _FAMILY_MODELS[family]
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_qwen3_families_run_every_method_in_the_drop_in_and_the_session(family, frames, spec):
+    """Qwen3-VL (deepstack rows gathered per method) and Qwen3.5 (recurrent cache): the drop-in keeps
+    what the seam keeps, and a causal method's session answers as the offline switch."""
+    model, processor = _family(family)
+    session = StreamSession(model, processor, keep_frames=True, memory="none" if spec not in CAUSAL else spec)
+    for i, frame in enumerate(frames[:16]):
+        session.push(frame, float(i))
+    inputs = session.offline_inputs(QUESTION)
+    tokens, stats = _generate(model, inputs, memory=spec)
+    adapter = registry.adapter_for(model)
+    with torch.inference_mode():
+        features = adapter.encode_video(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    grid = adapter.merged_grid(inputs["video_grid_thw"][0].tolist())
+    assert (stats.method, stats.kept) == (spec, memories.get(spec).compress(features, grid).kept_tokens)
+    if spec in CAUSAL:
+        assert session.ask(QUESTION, max_new_tokens=NEW_TOKENS).token_ids == tokens

@@ -363,6 +363,8 @@ def test_train_with_another_memory_method_records_and_reloads_it(workspace, monk
     model, _ = load_trained(out)
     state = get_state(model)
     assert (state.method.spec, str(state.budget)) == ("evs:0.5", "0.5")
+    reloaded, _ = fluxmem.loading.load_model(out)  # `fluxmem ask --model OUT` too: the method is not lost
+    assert (get_state(reloaded).method.spec, str(get_state(reloaded).budget)) == ("evs:0.5", "0.5")
     assert cli.main(["train", "--model", "m", "--datasets", "a.jsonl", "--memory", "vidcom3"]) == 2
     assert "unknown memory method 'vidcom3'" in capsys.readouterr().err
 

@@ -158,7 +158,9 @@ def hf_reference(setup, frames, config: FluxMemConfig | str | None, *, generate:
             fluxmem.disable(model)
     tokens = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
     logprobs = [float(torch.log_softmax(score[0].float(), -1)[tok]) for score, tok in zip(out.scores, tokens)]
-    return {"keep": keep, "prompt_len": prompt_len, "tokens": tokens, "logprobs": logprobs, "positions": positions}
+    top2 = [torch.log_softmax(score[0].float(), -1).topk(2) for score in out.scores]
+    return {"keep": keep, "prompt_len": prompt_len, "tokens": tokens, "logprobs": logprobs, "positions": positions,
+            "top2": [(t.indices.tolist(), float(t.values[0] - t.values[1])) for t in top2]}  # fmt: skip
 
 
 def mrope_positions(config, inputs) -> torch.Tensor:
@@ -273,8 +275,14 @@ def test_every_memory_method_in_vllm_equals_transformers(setup, spec):
         assert stats["keep"] == ref["keep"].nonzero().squeeze(1).tolist(), f"{spec}, video {index}: keep masks differ"
         assert got["prompt_len"] == ref["prompt_len"]
         assert_positions(result, got, ref, f"{spec}, video {index}")
-        assert got["tokens"] == ref["tokens"], f"{spec}, video {index}: greedy tokens differ"
-        np.testing.assert_allclose(got["logprobs"], ref["logprobs"], atol=LOGPROB_ATOL)
+        # Equal greedy tokens up to the first step whose best two tokens are closer than the two
+        # engines' numerical difference (LOGPROB_ATOL): there either may win, and the rest follows it.
+        close = [step for step, (_, margin) in enumerate(ref["top2"]) if margin < LOGPROB_ATOL]
+        decided = close[0] if close else len(ref["tokens"])
+        assert got["tokens"][:decided] == ref["tokens"][:decided], f"{spec}, video {index}: greedy tokens differ"
+        np.testing.assert_allclose(got["logprobs"][:decided], ref["logprobs"][:decided], atol=LOGPROB_ATOL)
+        if close:
+            assert got["tokens"][decided] in ref["top2"][decided][0], f"{spec}, video {index}: not one of the two near-tied tokens"
 
 
 @requires_vllm

@@ -71,7 +71,8 @@ def load_model(
         return _load_adapters(source, device=device, dtype=dtype, attn_implementation=attn_implementation,
                               fluxmem=fluxmem, use_fluxmem=use_fluxmem)
     config = supported_config(source)
-    config_fluxmem = FluxMemConfig.from_dict(getattr(config, "fluxmem", None)) if fluxmem is None else fluxmem
+    saved = (getattr(config, "fluxmem", None) or {}) if fluxmem is None else {}
+    config_fluxmem = FluxMemConfig.from_dict(saved) if fluxmem is None else fluxmem
     vision = getattr(config, "vision_config", None)
     config_fluxmem.grid_steps(int(getattr(vision, "temporal_patch_size", 2)))  # fail before loading weights
     device = resolve_device(device)
@@ -85,7 +86,8 @@ def load_model(
         model = model.to(device)
     model.eval()
     processor = AutoProcessor.from_pretrained(source)
-    install(model, config_fluxmem, default_active=use_fluxmem)
+    # a memory method and budget saved by `fluxmem train --memory` come back with the settings
+    install(model, config_fluxmem, default_active=use_fluxmem, memory=saved.get("memory"), budget=saved.get("budget"))
     return model, processor
 
 
@@ -103,8 +105,10 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
     base = json.loads((Path(source) / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{source!r} holds LoRA adapters but adapter_config.json names no base model; set base_model_name_or_path.")
+    saved = {}
     if fluxmem is None and (Path(source) / "fluxmem.json").is_file():
-        fluxmem = FluxMemConfig.from_dict(json.loads((Path(source) / "fluxmem.json").read_text()))
+        saved = json.loads((Path(source) / "fluxmem.json").read_text())
+        fluxmem = FluxMemConfig.from_dict(saved)
     try:
         model, processor = load_model(base, fluxmem=fluxmem, **options)  # use_fluxmem passes through
     except FluxMemError as error:
@@ -123,7 +127,8 @@ def _load_adapters(source: str, *, fluxmem: FluxMemConfig | None, **options):
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(source)
-    install(model, state.config, default_active=state.default_active)
+    install(model, state.config, default_active=state.default_active, memory=saved.get("memory", state.memory),
+            budget=saved.get("budget", state.budget))  # fmt: skip
     return model, processor
 
 

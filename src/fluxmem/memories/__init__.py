@@ -6,7 +6,7 @@ which tokens stay), :class:`Budget` the token budget, :class:`MemoryStats` the s
 path reports. ``docs/memories.md`` lists the methods and shows how to add one.
 """
 
-from .base import Memory, MemoryResult, WholeFrames, WholeFrameStream
+from .base import Memory, MemoryResult, Rated, WholeFrames, WholeFrameStream
 from .budget import Budget
 from .fluxmem import FluxMem
 from .registry import DEFAULT, METHODS, describe, get, names, parse
@@ -15,6 +15,7 @@ from .stats import MemoryStats
 __all__ = [
     "Memory",
     "MemoryResult",
+    "Rated",
     "WholeFrames",
     "WholeFrameStream",
     "Budget",

@@ -191,6 +191,20 @@ def as_result(chosen, features: torch.Tensor, grid_thw: tuple[int, int, int]) ->
 
 
 @dataclass(frozen=True)
+class Rated(Memory):
+    """A method whose option ``rate`` (the share of tokens dropped, in ``[0, 1)``) is what a token
+    budget solves; it defines :meth:`count` at that rate."""
+
+    positional = "rate"
+    knob = "rate"
+
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_rate(self)
+
+
+@dataclass(frozen=True)
 class WholeFrames(Memory):
     """A method that keeps or drops whole temporal grid steps: it defines :meth:`frame_kept`; the
     keep mask, the closed-form count and the streaming form follow."""

@@ -13,23 +13,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Memory, check_rate
+from .base import Rated
 
 _FIRST_FRAME_SCORE = 255.0  # above any 1 - cos (<= 2): the first frame always stays
 
 
 @dataclass(frozen=True)
-class EVS(Memory):
+class EVS(Rated):
     name = "evs"
     summary = "EVS as in vLLM 0.32: drop tokens most similar to the same cell one frame earlier (rate 0.5)."
-    positional = "rate"
-    knob = "rate"
     causal = False
-
-    rate: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_rate(self)
 
     def count(self, grid_thw, *, temporal_patch_size: int) -> int:
         t, h, w = grid_thw

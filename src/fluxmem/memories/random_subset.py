@@ -6,22 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Memory, check_rate
+from .base import Rated
 
 
 @dataclass(frozen=True)
-class RandomSubset(Memory):
+class RandomSubset(Rated):
     name = "random"
     summary = "a seeded random subset of int(T*H*W * (1 - rate)) tokens, at least one (rate 0.5, seed 0)."
-    positional = "rate"
-    knob = "rate"
     causal = False  # the subset is drawn over the whole video
 
-    rate: float = 0.5
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_rate(self)
 
     def count(self, grid_thw, *, temporal_patch_size: int) -> int:
         t, h, w = grid_thw

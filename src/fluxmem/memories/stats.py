@@ -32,7 +32,8 @@ class MemoryStats:
     """Visual tokens the budget asked for (summed over videos)."""
     tiers: dict[str, dict[str, int]] | None = None
     """FluxMem's tiers (frames, tokens, kept per tier); ``None`` for methods without tiers."""
-    memory_ms: float = 0.0
+    memory_ms: float | None = 0.0
+    """Time the memory took; ``None`` where the path reports it elsewhere (the session's timings)."""
     extra: dict = field(default_factory=dict)
     """Path-specific figures carried along (``grid_thw``, ``encode_ms``, ``evicted_frames``...)."""
 
@@ -49,7 +50,8 @@ class MemoryStats:
             total.tokens += part.tokens
             total.kept += part.kept
             total.videos += part.videos
-            total.memory_ms += part.memory_ms
+            if part.memory_ms is not None:
+                total.memory_ms += part.memory_ms
             total.method = total.method or part.method
             total.budget = total.budget or part.budget
             if part.target is not None:
@@ -76,8 +78,9 @@ class MemoryStats:
             "budget": self.budget,
             "target": self.target,
             "tiers": self.tiers,
-            "memory_ms": round(self.memory_ms, 3),
         }
+        if self.memory_ms is not None:
+            out["memory_ms"] = round(self.memory_ms, 3)
         out.update(self.extra)
         return out
 
@@ -90,7 +93,8 @@ class MemoryStats:
             parts.append(f"budget {self.budget} = {self.target}")
         if self.tiers:
             parts.append(" ".join(f"{t} {e['kept']}/{e['tokens']}" for t, e in self.tiers.items() if e["frames"]))
-        parts.append(f"memory {self.memory_ms:.1f} ms")
+        if self.memory_ms is not None:
+            parts.append(f"memory {self.memory_ms:.1f} ms")
         return " | ".join(parts)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Memory, check_rate
+from .base import Rated
 
 _BANDWIDTHS = tuple(2.0**k for k in range(-3, 2))
 _CHANNEL_SHARE = 0.5
@@ -32,17 +32,10 @@ def _redundancy(tokens: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class VidCom2(Memory):
+class VidCom2(Rated):
     name = "vidcom2"
     summary = "VidCom² as in vLLM 0.32: per-frame budgets by frame distinctiveness, least redundant tokens kept (rate 0.5)."
-    positional = "rate"
-    knob = "rate"
     causal = False
-
-    rate: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_rate(self)
 
     def count(self, grid_thw, *, temporal_patch_size: int) -> int:
         t, h, w = grid_thw

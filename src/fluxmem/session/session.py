@@ -661,7 +661,7 @@ them from the sampling rate: the mean time of a step's frames); needs the final 
             videos=1 if steps else 0,
             method=self.method.spec,
             tiers=tiers,
-            memory_ms=self._timings["memory"],
+            memory_ms=None,  # in stats()["timings_ms"]["memory"]: a stream's total, not one video's
             extra={"steps": steps, "evicted_frames": self._evicted},
         )
 

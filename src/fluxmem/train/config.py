@@ -106,7 +106,7 @@ class TrainConfig:
     pair_sim_threshold: float | None = None
     memory: str | None = None
     """Memory method in the forward pass (``fluxmem memories``: recent:4, evs:0.5...; unset = FluxMem with the settings above)."""
-    budget: str | int | float | None = None
+    budget: int | float | str | None = None
     """Token budget per video: a count (1200), a fraction (0.35) or match:METHOD; unset = the method's own."""
 
     # --- what to train
@@ -342,7 +342,15 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{name} cannot be empty (null).")
     base = annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        base = next(a for a in args if a is not type(None))
+        bases = [a for a in args if a is not type(None)]
+        if len(bases) > 1:  # e.g. a budget: a count, a fraction or a string
+            for candidate in bases:
+                try:
+                    return _coerce(name, value, candidate)
+                except ConfigError:
+                    pass
+            raise ConfigError(f"{name} must be one of {', '.join(b.__name__ for b in bases)}, got {value!r}.")
+        base = bases[0]
     origin = typing.get_origin(base) or base
     if origin is bool:
         if isinstance(value, bool):
