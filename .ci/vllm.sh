@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for the vLLM plugin and the vLLM pruners our memories reproduce: its own venv (vLLM pins other torch and transformers releases than the
-# main suite), then tests/test_vllm_plugin.py and tests/test_vllm_memories.py there. Exits non-zero when anything fails.
+# main suite), then tests/test_vllm_plugin.py, tests/test_vllm_memories.py and tests/test_vllm_streams.py there. Exits non-zero when anything fails.
 #   bash .ci/vllm.sh            # reuses .venv-vllm when it already has the pinned vLLM
 #   FRESH=1 bash .ci/vllm.sh    # rebuilds it from scratch
 set -euo pipefail
@@ -49,9 +49,9 @@ print(f"== vllm.sh: vllm {vllm.__version__}, torch {torch.__version__}, transfor
       f"fluxmem {m.version('fluxmem-video')}")
 PY
 
-step "running: python -m pytest -q -p no:cacheprovider tests/test_vllm_plugin.py tests/test_vllm_memories.py"
+step "running: python -m pytest -q -p no:cacheprovider tests/test_vllm_plugin.py tests/test_vllm_memories.py tests/test_vllm_streams.py"
 set +e
-FLUXMEM_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 "$py" -m pytest -rs -q -p no:cacheprovider tests/test_vllm_plugin.py tests/test_vllm_memories.py
+FLUXMEM_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 "$py" -m pytest -rs -q -p no:cacheprovider tests/test_vllm_plugin.py tests/test_vllm_memories.py tests/test_vllm_streams.py
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

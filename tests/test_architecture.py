@@ -38,7 +38,7 @@ LAYERS = {
     "train": {"adapters", "errors", "inference", "inputs", "loading", "memory", "outputs", "video", "memories"},
     "viz": {"adapters", "errors", "inference", "inputs", "memory", "outputs", "video", "memories"},
     "demo": {"adapters", "errors", "inference", "inputs", "loading", "memory", "session", "video", "viz", "memories"},
-    "serving": {"adapters", "errors", "inputs", "memory", "video", "memories"},
+    "serving": {"adapters", "errors", "inputs", "memory", "video", "memories", "session"},
     "cli": {"adapters", "demo", "errors", "eval", "inference", "inputs", "loading", "memory", "models",
             "outputs", "serving", "session", "testing", "testing_families", "train", "video", "viz", "memories"},
     "testing": {"adapters", "errors", "memory", "testing_families", "memories"},

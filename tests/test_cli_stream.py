@@ -135,6 +135,17 @@ def test_bad_input_is_one_line_and_exit_code_2(workspace, case, capsys):
         assert f"{questions}:2" in error
 
 
+def test_stream_needs_a_model_or_a_server(tmp_path, capsys):
+    from fluxmem.cli import main
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"time": 1, "question": "What is moving?"}\n')
+    assert main(["stream", "clip.mp4", "--questions", str(questions)]) == 2
+    assert "pass --model MODEL (or --server URL" in capsys.readouterr().err
+    assert main(["stream", "clip.mp4", "--questions", str(questions), "--server", "http://127.0.0.1:9", "--history"]) == 2
+    assert "local-session options; drop them with --server" in capsys.readouterr().err
+
+
 def test_another_memory_method_streams_as_its_session_and_a_budget_is_refused(workspace, capsys):
     root, model, processor, video = workspace
     questions = write_questions(root / "q-recent.jsonl", [{"time": 99, "question": "What is moving?"}])

@@ -94,3 +94,37 @@ def test_cap_drops_down_to_the_low_water_mark_in_one_cut():
     assert long_kept > 0 and before >= 10
     mine, theirs = session._cache.layers[0], free._cache.layers[0]
     assert torch.equal(mine.keys[..., -long_kept:, :], theirs.keys[..., -long_kept:, :])
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def test_cap_policy_prefill_answers_equal_a_full_prefill_of_the_kept_tokens(family):
+    """Under ``cap_policy="prefill"`` the cache is computed again from the head after the cap
+    evicts, so an answer with cache reuse equals a full prefill of the kept tokens (the evicted
+    frames absent, the survivors at their original positions) token for token, at every question;
+    the cache then holds the head and the surviving long-term tokens, and was never cut in place."""
+    model, processor = tiny(family)
+    session = StreamSession(model, processor, fps=2.0, max_memory_tokens=64, cap_policy="prefill",
+                            keep_frames=True, **MEMORY)  # fmt: skip
+    assert session.holds_final and not session.cuts_cache
+    checked = 0
+    for i, frame in enumerate(moving_square_frames(48, square=56)):
+        session.push(frame, i / 2.0)
+        if i % 8 != 7 or not session.stats()["memory"]["evicted_frames"]:
+            continue
+        reused = session.ask("What is moving?", max_new_tokens=6)
+        full = session.ask("What is moving?", max_new_tokens=6, reuse_cache=False)
+        assert reused.token_ids == full.token_ids, (i, reused.token_ids, full.token_ids)
+        assert reused.prefilled_tokens < full.prefilled_tokens  # the prefix came from the cache
+        checked += 1
+    stats = session.stats()
+    assert checked >= 2 and stats["memory"]["evicted_frames"] >= 6
+    assert stats["cache"]["cuts"] >= 1 and stats["cache"]["cap_policy"] == "prefill"
+
+
+def test_cap_policy_is_checked():
+    model, processor = build_tiny_qwen2_5_vl()
+    from fluxmem.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cap_policy must be one of 'cut', 'prefill', got 'drop'"):
+        StreamSession(model, processor, cap_policy="drop")
+    assert StreamSession(model, processor).cap_policy == "cut"

@@ -112,9 +112,9 @@ def model_source(text: str) -> str:
     return text
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, type=model_source, help="Hugging Face id or local directory of a Qwen-VL model")
+    group.add_argument("--model", required=required, type=model_source, help="Hugging Face id or local directory of a Qwen-VL model")
     group.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
     group.add_argument("--attn-implementation", default=None, type=attention, help=", ".join(ATTENTION_IMPLEMENTATIONS))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..serving.api import LIMITS_ENV
 from . import options
 
 
@@ -26,6 +27,14 @@ def register(subparsers) -> None:
                        help="device of the vision tower that runs in the API-server process (default cpu; e.g. cuda:0)")
     group.add_argument("--encoder-dtype", default=None, choices=("float32", "bfloat16", "float16"),
                        help="its dtype (default: the served model's)")
+    group = parser.add_argument_group("live streams (POST /v1/streams, docs/serving.md)")
+    group.add_argument("--max-streams", type=int, default=16, help="open streams at most (default 16)")
+    group.add_argument("--stream-idle-timeout", type=float, default=300.0, help="seconds before an idle stream is closed (default 300)")
+    group.add_argument("--max-stream-tokens", type=int, default=8192,
+                       help="max_memory_tokens of every stream, and the most a stream may ask for (default 8192)")
+    group.add_argument("--max-frame-bytes", type=int, default=8 << 20, help="largest frame accepted, in bytes (default 8 MiB)")
+    group.add_argument("--max-frames-per-push", type=int, default=64, help="frames in one push at most (default 64)")
+    parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on every request (vLLM's and the streams')")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=options.port, default=8000)
     parser.add_argument("--dry-run", action="store_true", help="print the vllm command line and exit")
@@ -51,6 +60,8 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
             "--middleware", "fluxmem.serving.api.MemoryStatsMiddleware"]  # fmt: skip
     if args.host:
         argv += ["--host", args.host]
+    if args.api_key:
+        argv += ["--api-key", args.api_key]
     if not args.no_fluxmem:
         from ..loading import resolve_device, supported_config
 
@@ -68,14 +79,32 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
         ServingSettings.from_dict(settings)  # one clear error before vLLM starts
         if Path(args.model).is_dir():
             supported_config(args.model)  # a local directory that is not a supported model fails now
-        argv += ["--hf-overrides", json.dumps({"fluxmem": settings})]
+        # live streams (their kept tokens travel as precomputed embeddings), then the settings
+        argv += ["--middleware", "fluxmem.serving.api.StreamsMiddleware", "--enable-mm-embeds",
+                 "--hf-overrides", json.dumps({"fluxmem": settings})]
     return argv + extra
+
+
+def stream_limits(args: argparse.Namespace) -> dict:
+    """The streams' limits (:class:`fluxmem.serving.streams.StreamLimits` fields); one clear error each."""
+    limits = {"max_streams": args.max_streams, "idle_timeout_s": args.stream_idle_timeout,
+              "max_memory_tokens": args.max_stream_tokens, "max_frame_bytes": args.max_frame_bytes,
+              "max_frames_per_push": args.max_frames_per_push}  # fmt: skip
+    flags = {"max_streams": "--max-streams", "idle_timeout_s": "--stream-idle-timeout", "max_memory_tokens": "--max-stream-tokens",
+             "max_frame_bytes": "--max-frame-bytes", "max_frames_per_push": "--max-frames-per-push"}  # fmt: skip
+    for name, value in limits.items():
+        if value <= 0:
+            raise ConfigError(f"{flags[name]} must be positive, got {value}.")
+    return limits
 
 
 def run(args: argparse.Namespace) -> int:
     import shlex
 
+    import os
+
     argv = vllm_argv(args)
+    limits = stream_limits(args)
     if args.dry_run:
         print(shlex.join(argv))
         return 0
@@ -85,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from ..serving import check_vllm_version
 
     check_vllm_version()
+    os.environ[LIMITS_ENV] = json.dumps(limits)  # read by the streams in the API-server process(es)
     if not any(ep.name == "fluxmem" for ep in entry_points(group="vllm.general_plugins")):
         raise ConfigError(
             "vLLM cannot find fluxmem's plugin (entry point vllm.general_plugins: fluxmem); reinstall fluxmem "

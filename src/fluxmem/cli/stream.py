@@ -41,8 +41,11 @@ def register(subparsers) -> None:
     parser.add_argument("--max-memory-tokens", type=options.positive_int, default=None, help="cap on the video's tokens held: visual tokens and per-frame timestamps (oldest long-term dropped)")
     parser.add_argument("--no-cache-reuse", action="store_true", help="prefill everything at each question")
     parser.add_argument("--history", action="store_true", help="keep earlier questions and answers in the prompt")
-    options.add_model_options(parser)
+    options.add_model_options(parser, required=False)
     options.add_memory_options(parser)
+    group = parser.add_argument_group("served stream (instead of --model)")
+    group.add_argument("--server", default=None, help="URL of a fluxmem serve server: the memory and the model run there")
+    group.add_argument("--api-key", default=None, help="the server's API key")
     group = parser.add_argument_group("frame sampling")
     group.add_argument("--fps", type=options.positive_float, default=1.0, help="frames per second to sample (default %(default)s)")
     options.add_pixel_options(group)
@@ -110,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     if args.instruction is not None and not args.proactive:
         raise ConfigError("--instruction is answered at scene changes; add --proactive.")
     memory = options.memory_config(args)
+    if args.server is None and args.model is None:
+        raise ConfigError("pass --model MODEL (or --server URL to use a fluxmem serve server).")
+    if args.server is not None and (args.proactive or args.history or args.no_cache_reuse or args.no_fluxmem):
+        raise ConfigError("--proactive, --history, --no-cache-reuse and --no-fluxmem are local-session options; drop them with --server.")
     method, budget = options.memory_method(args)
     if budget is not None:
         raise ConfigError("--budget is solved over a whole video, which a live stream never has; cap the tokens held with "
@@ -118,11 +125,13 @@ def run(args: argparse.Namespace) -> int:
         method.stream((1, 1))  # a method that needs the whole video refuses now, before the model loads
     if method is not None and args.no_fluxmem:
         raise ConfigError(f"--no-fluxmem keeps every token; drop it to run --memory {method.spec} (or use --memory none).")
-    options.check_model_options(args)
+    if args.server is None:
+        options.check_model_options(args)
     if args.no_fluxmem:  # baseline: every frame stays short-term, nothing is pruned (nor ever final)
         memory = memory.replace(short_frames=_KEEP_EVERYTHING, medium_frames=0)
     with claim_out(args):  # the output is checked first: a bad --out is named before a bad model
-        options.check_model(args)
+        if args.server is None:
+            options.check_model(args)
         return _run(args, memory, questions, method)
 
 
@@ -136,9 +145,13 @@ def _run(args: argparse.Namespace, memory, questions: list[dict], method) -> int
     try:
         source = open_source(_camera_index(args.source), realtime=args.realtime)  # unopenable: VideoError now
         with source:
-            model, processor = options.load(args)
+            if args.server is not None:
+                session = _served_session(args, memory, method)
+            else:
+                session = None
+                model, processor = options.load(args)
             out_file = RecordFile(args.out, fresh=True) if args.out is not None else None  # whole lines only
-            session = StreamSession(
+            session = session or StreamSession(
                 model,
                 processor,
                 memory,
@@ -168,7 +181,53 @@ def _run(args: argparse.Namespace, memory, questions: list[dict], method) -> int
             + MemoryStats.from_dict(memory_stats).line().removeprefix("[memory] "),
             file=sys.stderr,
         )
+    if isinstance(session, _ServedSession):
+        session.client.close()
     return 0
+
+
+class _ServedSession:
+    """What ``_stream`` uses of a :class:`StreamSession`, over a stream on a ``fluxmem serve``
+    server: frames are sent in chunks, and before every question."""
+
+    def __init__(self, client, fps: float, chunk: int = 8) -> None:
+        self.client, self.fps, self.chunk = client, fps, chunk
+        self.time = None
+        self._frames, self._times = [], []
+
+    def push(self, frame, timestamp: float) -> list:
+        self._frames.append(frame)
+        self._times.append(timestamp)
+        if len(self._frames) >= self.chunk:
+            self.flush()
+        return []
+
+    def flush(self) -> None:
+        if self._frames:
+            frames, times, self._frames, self._times = self._frames, self._times, [], []
+            self.time = self.client.push(frames, times)["time"]
+
+    def ask(self, question: str, *, max_new_tokens: int):
+        import time
+        from types import SimpleNamespace
+
+        self.flush()
+        started = time.perf_counter()
+        answer = self.client.ask(question, max_tokens=max_new_tokens)
+        return SimpleNamespace(text=answer["answer"], latency_ms=(time.perf_counter() - started) * 1000, memory=answer["memory"])
+
+    def stats(self) -> dict:
+        self.flush()
+        return self.client.stats()
+
+
+def _served_session(args, memory, method) -> _ServedSession:
+    from ..serving import StreamClient
+
+    client = StreamClient(args.server, api_key=args.api_key)
+    client.open(fps=args.fps, memory=None if method is None else method.spec, memory_options=memory.to_dict(),
+                max_memory_tokens=args.max_memory_tokens)  # fmt: skip
+    return _ServedSession(client, args.fps)
 
 
 def _stream(source, session, questions: list[dict], max_new_tokens: int, out, *, progress: bool = False) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 
 from ..errors import UnsupportedModelError
+from .client import StreamClient
 from .settings import ServingSettings
 
 VLLM_TESTED = ">=0.32.0,<0.33"
@@ -92,6 +93,7 @@ __all__ = [
     "ARCHITECTURES",
     "VLLM_TESTED",
     "ServingSettings",
+    "StreamClient",
     "UnsupportedVLLMError",
     "check_vllm_version",
     "register",

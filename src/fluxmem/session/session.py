@@ -38,6 +38,11 @@ def stream_ops_for(model, processor, **options) -> StreamOps:
 _GENERATE_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "eos_token_id")
 _TIERS = ("short", "mid", "long")
 _SLOT_TOLERANCE = 1e-3  # of the sampling interval: clock rounding, far below any real frame spacing
+CAP_POLICIES = ("cut", "prefill")
+"""What the cap does to the key/value cache when it evicts frames: ``"cut"`` removes their rows in
+place (the survivors keep the keys/values computed while the evicted frames were present);
+``"prefill"`` computes the remaining prefix again, so that an answer equals a full prefill of the
+kept tokens (what a server that cannot evict in place does)."""
 
 
 @dataclass
@@ -108,6 +113,11 @@ class StreamSession:
     ``max_memory_tokens`` caps the video's tokens held: kept visual tokens plus, on Qwen3-VL and
     Qwen3.5, each grid step's timestamp and vision start/end tokens (the oldest long-term frames are
     dropped from the memory and the key/value cache, in batches down to :attr:`cap_low_water`).
+    ``cap_policy`` (``"cut"`` or ``"prefill"``, :data:`CAP_POLICIES`) says whether evicted frames
+    are cut out of the cache in place or the remaining prefix is prefilled again (recurrent families
+    always prefill again).
+    ``encode_only=True`` runs only the vision tower and the memory (``ask`` is refused): a server
+    reads the kept tokens with :meth:`kept_video` and answers with its own engine.
     ``reuse_cache=False`` prefills everything at each question. With cache reuse, a final frame is
     held once, in the cache (its features and deepstack rows are released) unless ``keep_frames``
     or a recurrent cache under a cap needs them again (:attr:`holds_final`).
@@ -139,6 +149,8 @@ class StreamSession:
         keep_frames: bool = False,
         positions: str | None = None,
         memory: str | Memory | None = None,
+        cap_policy: str = "cut",
+        encode_only: bool = False,
         **memory_options,
     ) -> None:
         from ..adapters import get_state
@@ -148,6 +160,8 @@ class StreamSession:
             raise ConfigError(f"fps must be a positive number of frames per second, got {fps!r}.")
         if max_memory_tokens is not None and (isinstance(max_memory_tokens, bool) or not isinstance(max_memory_tokens, int) or max_memory_tokens < 1):
             raise ConfigError(f"max_memory_tokens must be a positive integer (or None for no cap), got {max_memory_tokens!r}.")
+        if cap_policy not in CAP_POLICIES:
+            raise ConfigError(f"cap_policy must be one of {', '.join(map(repr, CAP_POLICIES))}, got {cap_policy!r}.")
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ConfigError(f"gamma is a fraction of a frame's tokens and must lie in [0, 1], got {gamma!r}.")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
@@ -173,7 +187,11 @@ class StreamSession:
             self.config = method.config
         self.ops: StreamOps = stream_ops_for(model, processor, min_pixels=min_pixels, max_pixels=max_pixels)
         check_pixel_budget(min_pixels, max_pixels, token_pixels(processor))
-        hf.check_model(self.ops.model, "the streaming session")
+        if encode_only:  # the language model may be absent (a meta-device shell): it never runs here
+            reuse_cache = False
+        else:
+            hf.check_model(self.ops.model, "the streaming session")
+        self.encode_only = bool(encode_only)
         method.check(temporal_patch_size=self.ops.temporal_patch_size)  # impossible settings fail now
         method.stream((1, 1), temporal_patch_size=self.ops.temporal_patch_size)  # whole-video methods refuse now
         if proactive and not method.tiered:
@@ -190,11 +208,12 @@ class StreamSession:
         self.instruction = instruction
         self.instruction_max_new_tokens = int(instruction_max_new_tokens)
         self.keep_frames = bool(keep_frames)
+        self.cap_policy = cap_policy
         # A final frame's features and per-token extras are needed again only by a full prefill
         # (no cache, ask(reuse_cache=False) with keep_frames) or by a cache that must be prefilled
         # again after the cap drops frames (recurrent state); otherwise the cache holds the frame.
         self.holds_final = (not self.reuse_cache or self.keep_frames
-                            or (max_memory_tokens is not None and not self.ops.can_cut))  # fmt: skip
+                            or (max_memory_tokens is not None and not self.cuts_cache))  # fmt: skip
         self.reset()
 
     # ================================================================== state
@@ -431,14 +450,21 @@ class StreamSession:
             self._step_extras[index] = None
             self._memory.forget(index)
             self._evicted += 1
-        if dropped_cached and self.ops.can_cut:
+        if dropped_cached and self.cuts_cache:
             start = len(self._head)
             self.ops.drop(self._cache, start, start + dropped_cached)
             self._cache_cuts += 1
-        elif dropped_cached:  # a recurrent state cannot forget tokens: prefill the cache again
+        elif dropped_cached:  # cap_policy "prefill", or a recurrent state that cannot forget tokens
             self._cache, self._cached_spans = None, []
             self._cache_cuts += 1
         self._cached_frames = max(self._cached_frames, self._evicted)
+
+    @property
+    def cuts_cache(self) -> bool:
+        """Whether the cap cuts evicted frames out of the key/value cache in place (``cap_policy="cut"``
+        on a family whose cache can be cut); otherwise the cache is prefilled again from the head,
+        so the survivors' keys/values no longer carry what they attended to in the evicted frames."""
+        return self.cap_policy == "cut" and self.ops.can_cut
 
     # ================================================================== cache
     def _extend_cache(self) -> None:
@@ -500,6 +526,8 @@ class StreamSession:
         unknown = set(generate_options) - set(_GENERATE_OPTIONS)
         if unknown:
             raise ConfigError(f"unsupported generate option(s) {sorted(unknown)}; the session supports {list(_GENERATE_OPTIONS)}.")
+        if self.encode_only:
+            raise ConfigError("this session was created with encode_only=True; it holds the memory but does not answer.")
         if reuse_cache and not self.reuse_cache:
             raise ConfigError("this session was created with reuse_cache=False; there is no cache to reuse.")
         if reuse_cache is False and not self.holds_final and self.num_steps:
@@ -610,6 +638,37 @@ class StreamSession:
         frames = torch.stack(self._frames) if with_video else None
         return self.ops.offline_inputs(text, frames, self.fps)
 
+    def prompt_text(self, question: str) -> str:
+        """The prompt text of ``question`` now (history included), the video as one placeholder."""
+        history = self._history if self.history_enabled else []
+        return self._render(question, history, with_video=self.num_steps > 0)
+
+    def kept_video(self) -> dict | None:
+        """The kept tokens now as ONE precomputed video (``None`` before the first grid step):
+        ``video_embeds`` ``[K, D']`` in sequence order (deepstack levels concatenated on the last
+        dimension), ``fluxmem_keep`` bool over the merged grid of every step so far (frames dropped
+        by the cap keep nothing, so the survivors keep their positions), ``video_grid_thw``
+        ``[1, 3]`` unmerged, and the grid steps' ``timestamps`` (seconds, as the processor computes
+them from the sampling rate: the mean time of a step's frames); needs the final frames'
+        features (``encode_only`` or ``reuse_cache=False`` sessions hold them)."""
+        steps = self.num_steps
+        if steps == 0:
+            return None
+        if not self.holds_final:
+            raise ConfigError("kept_video needs the final frames' features; create the session with encode_only=True.")
+        memory, merge = self._memory, int(self.model.config.vision_config.spatial_merge_size)
+        keep = torch.zeros(steps, memory.cells, dtype=torch.bool)
+        rows = []
+        for index in range(self._evicted, steps):
+            cells, features = memory.kept(index)
+            keep[index, cells.cpu()] = True
+            extras = self.ops.final_extras(memory.grid_hw, cells, memory.frames[index], self._step_extras[index])
+            rows.append(torch.cat([features.cpu(), *(level.cpu() for level in (extras.levels if extras else []))], -1))
+        height, width = memory.grid_hw
+        grid = torch.tensor([[steps, height * merge, width * merge]])
+        return {"video_embeds": torch.cat(rows), "video_grid_thw": grid, "fluxmem_keep": keep.reshape(-1),
+                "timestamps": [hf.step_seconds(i, self.fps, self.ops.temporal_patch_size) for i in range(steps)]}  # fmt: skip
+
     def offline_generate_options(self) -> dict:
         """``generate`` options that make the offline switch use this session's memory settings."""
         if type(self.method) is FluxMem:
@@ -681,6 +740,7 @@ class StreamSession:
                 "frames": len(self._cached_spans),
                 "peak_tokens": self._peak_cache_tokens,
                 "cuts": self._cache_cuts,
+                "cap_policy": "cut" if self.cuts_cache else "prefill",
             },
             "extras_bytes": self._extras_bytes(),
             "resident_bytes": self.resident_bytes(),
