@@ -48,12 +48,12 @@ def test_the_shipped_clip_shows_the_square_crossing_from_left_to_right():
 def _quickstart_lines(out: str) -> dict[str, str]:
     lines = out.strip().splitlines()
     assert [line.split(":")[0] for line in lines[:4]] == ["clip", "question", "model", "answer"], out
-    assert lines[4].startswith("[memory] visual tokens ") and len(lines) == 5, out
+    assert lines[4].startswith("[memory] fluxmem: visual tokens ") and len(lines) == 5, out
     return {line.split(":")[0]: line.split(":", 1)[1].strip() for line in lines[:4]} | {"memory": lines[4]}
 
 
 def _kept_and_total(memory_line: str) -> tuple[int, int]:
-    total, kept = memory_line.removeprefix("[memory] visual tokens ").split(" (")[0].split(" -> ")
+    total, kept = memory_line.removeprefix("[memory] fluxmem: visual tokens ").split(" (")[0].split(" -> ")
     return int(kept), int(total)
 
 

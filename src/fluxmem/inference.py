@@ -157,6 +157,9 @@ def prepare_question(
     """Decode ``video`` and encode its frames for ``question`` (the part of :func:`answer` that
     does not depend on the memory method)."""
     sampling = sampling or SamplingOptions()
+    if not isinstance(sampling, SamplingOptions):
+        raise ConfigError(f"sampling must be a SamplingOptions(...), got {type(sampling).__name__} {sampling!r}.")
+    check_pixel_budget(sampling.min_pixels, sampling.max_pixels, token_pixels(processor))
     timings = {}
     started = time.perf_counter()
     messages = build_messages(video, question, sampling, system)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..serving.api import LIMITS_ENV
 from . import options
 
 
@@ -114,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from ..serving import check_vllm_version
 
     check_vllm_version()
+    from ..serving.api import LIMITS_ENV  # here, not at the top: `fluxmem --help` imports no torch
+
     os.environ[LIMITS_ENV] = json.dumps(limits)  # read by the streams in the API-server process(es)
     if not any(ep.name == "fluxmem" for ep in entry_points(group="vllm.general_plugins")):
         raise ConfigError(
