@@ -459,7 +459,7 @@ def _consolidate(features: torch.Tensor, keep: torch.Tensor, distances: torch.Te
     clusters = cluster_ids.numel()
     member_x = features.index_select(0, members).float()
     means = _cluster_means(member_x, member_cluster, clusters)
-    sq_dist = (member_x - means.index_select(0, member_cluster)).detach().square().sum(-1)
+    sq_dist = _squared_distances(member_x.detach(), means.detach(), member_cluster)
     best = torch.full((clusters,), float("inf"), device=sq_dist.device)
     best.scatter_reduce_(0, member_cluster, sq_dist, reduce="amin")
     # ties: the lowest cell index among the closest members
@@ -471,6 +471,21 @@ def _consolidate(features: torch.Tensor, keep: torch.Tensor, distances: torch.Te
     keep = keep.clone()
     keep.view(-1)[members[member_anchor != members]] = False
     return keep, merged_into, (members, member_cluster, anchors, means)
+
+
+def _squared_distances(rows: torch.Tensor, means: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
+    """``||rows[i] - means[cluster[i]]||^2`` (float32 ``[N]``), a slab of rows at a time so that the
+    differences stay in the cache (the same elementwise operations and row sums as on all rows)."""
+    out = rows.new_empty(rows.shape[0])
+    slab = max(1, _SLAB_BYTES // max(1, rows.shape[1] * 4))
+    diff = rows.new_empty(min(slab, rows.shape[0]), rows.shape[1])
+    for start in range(0, rows.shape[0], slab):
+        stop = min(start + slab, rows.shape[0])
+        part = diff[: stop - start]
+        torch.index_select(means, 0, cluster[start:stop], out=part)
+        torch.sub(rows[start:stop], part, out=part)
+        torch.sum(part.square_(), dim=-1, out=out[start:stop])
+    return out
 
 
 def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -486,6 +501,7 @@ def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> t
         labels = updated
 
 
+_SLAB_BYTES = 2**20  # rows of squared distances computed at once (stays in cache)
 _CHUNK_BYTES = 32 * 2**20  # float32 normalised frames held at once by compress (stays in cache)
 
 
