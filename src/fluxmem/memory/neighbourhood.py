@@ -4,10 +4,11 @@ All in float32 on the features' device, for any number of frames at once. Frames
 into one zero-padded buffer (:class:`PaddedFrames`: a border of one cell around every frame, rows
 padded to an even length), so that the 3x3 window of a cell in another frame, or in the same frame,
 sits at a fixed distance in memory whatever the cell. Each row offset ``dh`` of the window is then
-ONE batched matmul over every frame: blocks of two consecutive cells against the four cells of the
-partner row around them (a 2x4 product, of which the three diagonals are the wanted cosines). That
-reads each frame a handful of times and computes 12 dot products per cell and frame pair instead of
-the 9 needed, where a whole-row product would compute 96. One product serves both directions of a
+a batched matmul over every frame: blocks of two consecutive cells against the four cells of the
+partner row around them (a 2x4 product, of which the three diagonals are the wanted cosines). It
+runs slab by slab, all row offsets of a slab in turn, so that a slab is read from memory once and
+from the cache for the other offsets. That computes 12 dot products per cell and frame pair
+instead of the 9 needed, where a whole-row product would compute 96. One product serves both directions of a
 frame pair (the later frame's ``d_prev`` and the earlier frame's ``sim_next``). The incremental
 memory calls the same functions with one frame pair at the same offsets in its own buffer, so the
 streaming and the offline paths compute bit-identical numbers with the same kernels.
