@@ -64,6 +64,7 @@ class PaddedFrames:
         padded = grid.view(frames, self.frame_cells, dim)[:, : (height + 2) * self.pitch]
         self._interior = padded.view(frames, height + 2, self.pitch, dim)[:, 1 : height + 1, 1 : width + 1]
         self._valid = _window_validity(height, width, device)
+        self._products: dict = {}  # views of the slab products per frame range (see _row_dots)
 
     @staticmethod
     def geometry(height: int, width: int, dim: int) -> tuple[int, int, int]:
@@ -112,24 +113,41 @@ class PaddedFrames:
         The products run slab by slab (:data:`SLAB_BLOCKS` blocks), every offset of a slab one
         after the other, so that a slab's cells and their windows are read from memory once and
         from the cache for the other offsets. Each block's product is the same whatever the slab."""
-        d, pitch, cells = self.dim, self.pitch, self.frame_cells
-        flat = self.buffer.view(-1)
-        blocks = count * cells // BLOCK
-        first = self.margin + slot * cells
-        grams = self.buffer.new_empty(len(offsets), blocks, BLOCK, BLOCK + 2)
-        for start in range(0, blocks, SLAB_BLOCKS):
-            size = min(SLAB_BLOCKS, blocks - start)
-            cell = first + start * BLOCK
-            current = flat.as_strided((size, BLOCK, d), (BLOCK * d, d, 1), cell * d)
-            for k, dh in enumerate(offsets):
-                partner = cell + (partner_slot - slot) * cells - 1 + dh * pitch
-                window = flat.as_strided((size, BLOCK + 2, d), (BLOCK * d, d, 1), partner * d)
-                torch.bmm(current, window.transpose(1, 2), out=grams[k, start : start + size])
+        pitch, cells = self.pitch, self.frame_cells
+        key = (slot, partner_slot, count, offsets)
+        if key not in self._products:
+            self._products[key] = self._slab_products(*key)
+        grams, slabs = self._products[key]
+        for current, windows, outs in slabs:
+            for window, out in zip(windows, outs):
+                torch.bmm(current, window, out=out)
         # [offsets, blocks, 2, 4]: cell i against window i .. i+3; the wanted cosines are 3 diagonals
         dots = torch.stack([torch.diagonal(grams, offset=k, dim1=2, dim2=3) for k in range(3)], dim=-1)
         dots = dots.reshape(len(offsets), count, cells, 3)[:, :, : (self.height + 2) * pitch]
         dots = dots.reshape(len(offsets), count, self.height + 2, pitch, 3)
         return list(dots[:, :, 1 : self.height + 1, 1 : self.width + 1].unbind(0))
+
+    def _slab_products(self, slot: int, partner_slot: int, count: int, offsets: tuple[int, ...]):
+        """``(grams, slabs)`` for :meth:`_row_dots`: the output ``[offsets, blocks, 2, 4]`` and, per
+        slab, the views ``(cells, [windows transposed], [outputs])`` (made once per buffer and
+        frame range: the buffer never moves)."""
+        d, pitch, cells = self.dim, self.pitch, self.frame_cells
+        flat = self.buffer.view(-1)
+        blocks = count * cells // BLOCK
+        first = self.margin + slot * cells
+        grams = self.buffer.new_empty(len(offsets), blocks, BLOCK, BLOCK + 2)
+        slabs = []
+        for start in range(0, blocks, SLAB_BLOCKS):
+            size = min(SLAB_BLOCKS, blocks - start)
+            cell = first + start * BLOCK
+            current = flat.as_strided((size, BLOCK, d), (BLOCK * d, d, 1), cell * d)
+            windows = [
+                flat.as_strided((size, BLOCK + 2, d), (BLOCK * d, d, 1), (cell + (partner_slot - slot) * cells - 1 + dh * pitch) * d)
+                .transpose(1, 2)
+                for dh in offsets
+            ]
+            slabs.append((current, windows, [grams[k, start : start + size] for k in range(len(offsets))]))
+        return grams, slabs
 
     def window_dots(self, slot: int, partner_slot: int, count: int) -> torch.Tensor:
         """``[count, H, W, 9]``: cosine of each cell of frames ``slot ..`` with every cell of its
