@@ -121,6 +121,7 @@ class _Frame:
     features: torch.Tensor | None  # [H*W, D], caller's dtype, never written to
     previous: _Previous | None = None  # distances to the previous frame; None for the first frame
     sim_next: torch.Tensor | None = None  # [H*W] float32, set when the next frame arrives
+    distances: torch.Tensor | None = None  # [1, E] float32 edge distances, for SDC when it enters long-term
     kept_index: torch.Tensor | None = None  # long-term: kept cells
     kept_features: torch.Tensor | None = None  # long-term: their features, anchors merged
 
@@ -221,7 +222,6 @@ class FluxMemory:
         self._short: deque[_Frame] = deque()
         self._mid: deque[_Frame] = deque()
         self._pairs: PaddedFrames | None = None  # the two newest frames, normalised (slots alternate)
-        self._single: PaddedFrames | None = None  # a frame entering long-term, normalised for SDC
         self._edges: EdgeLayout | None = None
         self._dim: int | None = None
 
@@ -281,8 +281,10 @@ class FluxMemory:
 
     def buffer_bytes(self) -> int:
         """Bytes of the working buffers: normalised, zero-padded float32 copies of the two newest
-        frames (for the next pair) and of the frame SDC ran on last (a fixed size per stream)."""
-        return sum(b.nbytes for b in (self._pairs, self._single) if b is not None)
+        frames (for the next pair) and the edge distances of the frames not yet in long-term (a
+        fixed size per stream once mid-term is full)."""
+        distances = sum(f.distances.numel() * 4 for f in (*self._short, *self._mid) if f.distances is not None)
+        return distances + (self._pairs.nbytes if self._pairs is not None else 0)
 
     def kept(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cells, features)`` that frame ``index`` currently contributes, merges applied."""
@@ -329,14 +331,15 @@ class FluxMemory:
             self._dim = features.shape[1]
             self._edges = EdgeLayout(*self.grid_hw, device=features.device)
             self._pairs = PaddedFrames(*self.grid_hw, self._dim, frames=2, device=features.device)
-            self._single = PaddedFrames(*self.grid_hw, self._dim, frames=1, device=features.device)
         elif features.shape[1] != self._dim:
             raise InputError(f"feature size changed mid-stream: {self._dim} then {features.shape[1]}.")
 
         index = self.num_frames
         slot = index % 2
         self._pairs.load(features.detach(), slot)  # decisions carry no gradient
-        frame = _Frame(record=FrameRecord(index=index), features=features)
+        # SDC's edge distances while the frame is normalised here: normalising it again when it
+        # enters long-term would cost more than these products
+        frame = _Frame(record=FrameRecord(index=index), features=features, distances=_edge_distances(self._pairs, slot, 1))
         if index:
             previous = self._frames[-1]
             dots = self._pairs.window_dots(slot, 1 - slot, 1)
@@ -376,9 +379,7 @@ class FluxMemory:
     def _spatial_domain_consolidation(self, frame: _Frame) -> None:
         """SDC on a frame leaving mid-term: merge similar 8-connected kept cells into anchors."""
         record, features = frame.record, frame.features
-        self._single.load(features.detach())
-        distances = _edge_distances(self._single, 0, 1)
-        keep, merged_into, clusters = _consolidate(features, record.keep.unsqueeze(0), distances, self._edges, self.cells)
+        keep, merged_into, clusters = _consolidate(features, record.keep.unsqueeze(0), frame.distances, self._edges, self.cells)
         keep, merged_into = keep[0], merged_into[0]
         kept_index = keep.nonzero().squeeze(1)
         kept_features = features.index_select(0, kept_index)
@@ -390,7 +391,7 @@ class FluxMemory:
         record.merged_into = merged_into
         record.tier = LONG
         frame.kept_index, frame.kept_features = kept_index, kept_features
-        frame.features = None  # long-term frames hold only what they keep
+        frame.features = frame.distances = None  # long-term frames hold only what they keep
 
 
 def _edge_distances(frames: PaddedFrames, slot: int, count: int) -> torch.Tensor:
@@ -459,7 +460,7 @@ def _consolidate(features: torch.Tensor, keep: torch.Tensor, distances: torch.Te
     clusters = cluster_ids.numel()
     member_x = features.index_select(0, members).float()
     means = _cluster_means(member_x, member_cluster, clusters)
-    sq_dist = (member_x - means.index_select(0, member_cluster)).detach().square().sum(-1)
+    sq_dist = _squared_distances(member_x.detach(), means.detach(), member_cluster)
     best = torch.full((clusters,), float("inf"), device=sq_dist.device)
     best.scatter_reduce_(0, member_cluster, sq_dist, reduce="amin")
     # ties: the lowest cell index among the closest members
@@ -471,6 +472,21 @@ def _consolidate(features: torch.Tensor, keep: torch.Tensor, distances: torch.Te
     keep = keep.clone()
     keep.view(-1)[members[member_anchor != members]] = False
     return keep, merged_into, (members, member_cluster, anchors, means)
+
+
+def _squared_distances(rows: torch.Tensor, means: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
+    """``||rows[i] - means[cluster[i]]||^2`` (float32 ``[N]``), a slab of rows at a time so that the
+    differences stay in the cache (the same elementwise operations and row sums as on all rows)."""
+    out = rows.new_empty(rows.shape[0])
+    slab = max(1, _SLAB_BYTES // max(1, rows.shape[1] * 4))
+    diff = rows.new_empty(min(slab, rows.shape[0]), rows.shape[1])
+    for start in range(0, rows.shape[0], slab):
+        stop = min(start + slab, rows.shape[0])
+        part = diff[: stop - start]
+        torch.index_select(means, 0, cluster[start:stop], out=part)
+        torch.sub(rows[start:stop], part, out=part)
+        torch.sum(part.square_(), dim=-1, out=out[start:stop])
+    return out
 
 
 def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -486,6 +502,7 @@ def _connected_components(num_nodes: int, u: torch.Tensor, v: torch.Tensor) -> t
         labels = updated
 
 
+_SLAB_BYTES = 2**20  # rows of squared distances computed at once (stays in cache)
 _CHUNK_BYTES = 32 * 2**20  # float32 normalised frames held at once by compress (stays in cache)
 
 
