@@ -89,7 +89,8 @@ def start_server(model_dir, port: int, log_path):
             "--kv-cache-memory-bytes 268435456 --seed 0 --block-size 32"]  # fmt: skip
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
     log = open(log_path, "w")  # noqa: SIM115 - closed with the server
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # a session of its own: stopping the server stops vLLM's engine processes with it
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -100,16 +101,22 @@ def start_server(model_dir, port: int, log_path):
                 return process, url
         except OSError:
             time.sleep(2)
-    process.kill()
+    stop_server(process)
     raise AssertionError(f"the server did not start:\n{open(log_path).read()[-6000:]}")
 
 
 def stop_server(process) -> None:
-    process.terminate()
+    """The server and every process it started (vLLM's engine core and workers)."""
+    import signal
+
     try:
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -120,8 +127,9 @@ def server(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"streams-{family}")
     model, processor = build(family, root / "model")
     process, url = start_server(root / "model", _free_port(), root / "server.log")
-    yield {"family": family, "model": model, "processor": processor, "url": url, "process": process, "root": root}
-    stop_server(process)
+    state = {"family": family, "model": model, "processor": processor, "url": url, "process": process, "root": root}
+    yield state
+    stop_server(state["process"])  # the one running now (a restart test replaces it)
 
 
 def client(url):
