@@ -96,7 +96,9 @@ def claim_out_dir(args: argparse.Namespace, animation: str | None):
     from ..outputs import claim_output
     from ..viz import picture_names
 
-    return claim_output(args.out, flag="--out", kind="dir", what="pictures", writes=picture_names(animation),
+    methods = args.memory is not None or args.budget is not None  # --memory a,b,c: the side-by-side picture
+    writes = ("methods.png", "methods.json") if methods else picture_names(animation)
+    return claim_output(args.out, flag="--out", kind="dir", what="pictures", writes=writes,
                         inputs={"video": args.video, "model": local_model_paths(args.model)})
 
 
