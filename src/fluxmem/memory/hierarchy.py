@@ -556,6 +556,7 @@ def compress(
     sim_next = torch.empty(t, cells, dtype=torch.float32, device=device)  # row t-1 unused
     distances = torch.empty(n_long, edges.count, dtype=torch.float32, device=device)
     padded = PaddedFrames(h, w, dim, frames=min(chunk_frames + 1, t), device=device)
+    newest = 0  # the slot of the last frame loaded (carried into the next chunk)
     for first in range(0, t, chunk_frames):
         last = min(t, first + chunk_frames)
         lo = max(0, first - 1)  # the frame before the chunk, for the pair that crosses into it
